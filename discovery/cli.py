@@ -1,0 +1,38 @@
+"""The ``disco`` console script: one entry point, thin subcommands.
+
+Each package contributes its own subcommands through a ``commands`` module with a
+``register(subparsers)`` function; the heavy imports happen inside the command handlers so that
+``disco --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "objectives.commands",   # validate, inspect, objectives list
+    "inner_loop.commands",   # train
+    "discovery.commands",    # run, resume, status, show
+    "evaluation.commands",   # eval, heldout, compare, report
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="disco", description="LLM-driven discovery of preference-optimisation objectives.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

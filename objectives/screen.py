@@ -1,0 +1,164 @@
+"""Static screening of candidate loss code (AST), before anything runs.
+
+The screen is a fast filter that turns the common mistakes and the obvious escapes of LLM-written
+code into precise, line-numbered errors the proposer can learn from. It is not the security
+boundary: that is the separate, unprivileged, network-less process of :mod:`objectives.sandbox`
+(see its threat model). What the screen refuses:
+
+* imports outside the allow-list (torch, torch.nn.functional, math);
+* any attribute or name starting with an underscore (dunders, ``torch._C``), frame / code /
+  generator attributes (``gi_frame``, ``f_back``, ``f_globals``), ``str.format`` attribute walks,
+  and the torch entry points that reach the file system, native code or ``os``;
+* the builtins that evaluate, import or reflect (exec, eval, compile, open, __import__, globals,
+  getattr, type, ...);
+* anything at top level other than imports, a docstring and exactly one function; decorators,
+  non-constant default arguments, classes, generators, async code, global/nonlocal.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+
+from objectives.base import ObjectiveError
+
+ALLOWED_IMPORTS = frozenset({"torch", "torch.nn.functional", "math"})
+# `from torch.nn import functional` and `from torch import nn` are how people spell the same modules.
+ALLOWED_FROM = {"torch.nn": {"functional"}, "torch": {"nn"}}
+
+FORBIDDEN_NAMES = frozenset({
+    "exec", "eval", "compile", "open", "__import__", "globals", "locals", "vars", "getattr",
+    "setattr", "delattr", "hasattr", "type", "object", "super", "breakpoint", "input", "help",
+    "exit", "quit", "memoryview", "classmethod", "staticmethod", "property", "dir", "id",
+    "__builtins__", "__loader__", "__spec__", "os", "sys", "subprocess", "ctypes", "importlib",
+    "builtins", "socket", "shutil", "pathlib", "signal", "resource", "threading", "multiprocessing",
+})
+
+FORBIDDEN_ATTRS = frozenset({
+    # modules that torch re-exports, and torch's gates to files, pickles and native code
+    "os", "sys", "ctypes", "subprocess", "builtins", "importlib", "load", "save", "ops", "hub",
+    "library", "classes", "utils", "jit", "compile", "fx", "export", "backends", "distributed",
+    "multiprocessing", "cuda", "mps", "package", "overrides", "serialization", "storage",
+    "from_file", "set_default_dtype", "set_default_device", "set_num_threads", "manual_seed",
+    "seed", "set_rng_state", "register_hook", "register_forward_hook", "format", "format_map",
+    "mro", "tofile", "numpy",
+})
+FRAME_PREFIXES = ("gi_", "f_", "co_", "tb_", "cr_", "ag_")
+
+
+@dataclasses.dataclass(frozen=True)
+class Screened:
+    """What the screen learned about an accepted candidate."""
+
+    function_name: str
+    params: tuple[str, ...]
+    line: int
+
+
+def _refuse(node: ast.AST | None, reason: str):
+    raise ObjectiveError(reason, getattr(node, "lineno", None))
+
+
+def _check_import(node: ast.Import | ast.ImportFrom) -> None:
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.name not in ALLOWED_IMPORTS:
+                _refuse(node, f"import of {alias.name!r} is not allowed (allowed: torch, "
+                              "torch.nn.functional, math)")
+        return
+    module = node.module or ""
+    if node.level:
+        _refuse(node, "relative imports are not allowed")
+    for alias in node.names:
+        full = f"{module}.{alias.name}"
+        if full not in ALLOWED_IMPORTS and alias.name not in ALLOWED_FROM.get(module, ()):
+            if not (module in ALLOWED_IMPORTS and module != "torch"):
+                _refuse(node, f"'from {module} import {alias.name}' is not allowed (allowed: torch, "
+                              "torch.nn.functional, math)")
+            if alias.name.startswith("_") or alias.name in FORBIDDEN_ATTRS or alias.name == "*":
+                _refuse(node, f"'from {module} import {alias.name}' is not allowed")
+
+
+class _Visitor(ast.NodeVisitor):
+    def visit_Import(self, node):
+        _check_import(node)
+
+    def visit_ImportFrom(self, node):
+        _check_import(node)
+
+    def visit_Attribute(self, node):
+        attr = node.attr
+        if attr.startswith("_"):
+            _refuse(node, f"access to the underscore attribute {attr!r} is not allowed")
+        if attr.startswith(FRAME_PREFIXES):
+            _refuse(node, f"access to the frame/code attribute {attr!r} is not allowed")
+        if attr in FORBIDDEN_ATTRS:
+            _refuse(node, f"access to .{attr} is not allowed in a loss function")
+        self.generic_visit(node)
+
+    def visit_Name(self, node):
+        if node.id in FORBIDDEN_NAMES:
+            _refuse(node, f"use of {node.id!r} is not allowed")
+        if node.id.startswith("__"):
+            _refuse(node, f"use of the dunder name {node.id!r} is not allowed")
+        self.generic_visit(node)
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, str) and "__" in node.value:
+            _refuse(node, "string constants containing '__' are not allowed")
+
+    def visit_FunctionDef(self, node):
+        if node.decorator_list:
+            _refuse(node, "decorators are not allowed")
+        for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            if not isinstance(default, ast.Constant):
+                _refuse(default, "default arguments must be constants")
+        self.generic_visit(node)
+
+    def generic_visit(self, node):
+        what = REFUSED_NODES.get(type(node))
+        if what:
+            _refuse(node, f"{what} are not allowed in a loss function")
+        super().generic_visit(node)
+
+
+REFUSED_NODES = {
+    ast.ClassDef: "class definitions", ast.AsyncFunctionDef: "async functions",
+    ast.Await: "await expressions", ast.Yield: "generators (yield)",
+    ast.YieldFrom: "generators (yield from)", ast.Global: "global statements",
+    ast.Nonlocal: "nonlocal statements", ast.GeneratorExp: "generator expressions",
+    ast.AsyncFor: "async loops", ast.AsyncWith: "async with blocks",
+}
+
+
+def screen(source: str) -> Screened:
+    """Parse and screen ``source``; return the one function's name and parameters, or raise."""
+    if not isinstance(source, str) or not source.strip():
+        raise ObjectiveError("no code given")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise ObjectiveError(f"syntax error: {err.msg}", err.lineno) from None
+    functions = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            functions.append(node)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(
+                node.value.value, str):
+            continue  # a docstring or a stray string
+        else:
+            _refuse(node, f"only imports and one function may appear at top level, found "
+                          f"{type(node).__name__}")
+    if not functions:
+        raise ObjectiveError("no function definition found: expected exactly one top-level function")
+    if len(functions) > 1:
+        names = ", ".join(f.name for f in functions)
+        _refuse(functions[1], f"expected exactly one top-level function, found {len(functions)} ({names})")
+    _Visitor().visit(tree)
+    fn = functions[0]
+    if fn.args.vararg or fn.args.kwarg or fn.args.kwonlyargs or fn.args.posonlyargs:
+        _refuse(fn, "the loss must take plain positional parameters (no *args, **kwargs, keyword-only)")
+    params = tuple(a.arg for a in fn.args.args)
+    return Screened(function_name=fn.name, params=params, line=fn.lineno)
