@@ -78,7 +78,7 @@ def kto_pair(pc, pr, rc, rr, beta):
 @_register("logratio", "Jung et al. 2024, BCO, Eq. 11 without the running reward shift (TRL's bco_pair)")
 def bco_pair(pc, pr, rc, rr, beta):
     """BCO-pair: binary classification of chosen vs rejected rewards around zero."""
-    return -F.logsigmoid(beta * (pc - rc)) - F.logsigmoid(-beta * (pr - rr))
+    return -F.logsigmoid(beta * (pc - rc)) - F.logsigmoid(-beta * (pr - rr))  # BCO Eq. 11, delta = 0
 
 
 @_register("logratio", "Chen et al. 2024, NCA, Eq. 11 for K = 2")

@@ -1,0 +1,85 @@
+"""objectives.load: registry names, files, and the three code forms."""
+
+import pytest
+import torch
+
+import objectives
+from objectives import ObjectiveError
+
+METHOD_FORM = '''
+def discopop_style(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                   reference_rejected_logps):
+    pi_logratios = policy_chosen_logps - policy_rejected_logps
+    ref_logratios = reference_chosen_logps - reference_rejected_logps
+    logits = pi_logratios - ref_logratios
+    return -F.logsigmoid(self.beta * logits)
+'''
+
+PLAIN_FORM = '''
+import torch
+import torch.nn.functional as F
+
+def plain(pc, pr, rc, rr, beta):
+    """DPO on the four tensors."""
+    return -F.logsigmoid(beta * ((pc - rc) - (pr - rr)))
+'''
+
+RHO_FORM = '''
+import torch
+
+def of_margin(rho, beta):
+    return torch.nn.functional.softplus(-beta * rho)
+'''
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(5, generator=g) * 2 - 8 for _ in range(4)]
+
+
+@pytest.mark.parametrize("source,form", [(METHOD_FORM, "method"), (PLAIN_FORM, "logps"), (RHO_FORM, "rho")])
+def test_three_forms_load_and_compute_dpo(source, form):
+    obj = objectives.load(source)
+    batch = _batch()
+    assert obj.form == form and obj.kind == "pointwise" and obj.source == source
+    torch.testing.assert_close(obj(*batch, 0.1), objectives.get("dpo")(*batch, 0.1))
+
+
+def test_names_come_from_the_function_or_argument():
+    assert objectives.load(PLAIN_FORM).name == "plain"
+    assert objectives.load(PLAIN_FORM).description == "DPO on the four tensors."
+    assert objectives.load(PLAIN_FORM, name="mine").name == "mine"
+
+
+def test_file_path_loads_with_file_stem_as_name(tmp_path):
+    path = tmp_path / "my_loss.py"
+    path.write_text(RHO_FORM)
+    obj = objectives.load(str(path))
+    assert obj.name == "my_loss" and obj.form == "rho"
+
+
+def test_registry_name_returns_the_baseline():
+    assert objectives.load("lrml") is objectives.get("lrml")
+
+
+def test_unknown_name_suggests_close_match():
+    with pytest.raises(KeyError, match="did you mean 'lrml'"):
+        objectives.load("lrlm")
+
+
+def test_kind_is_measured_for_logratio_and_batch_code():
+    logratio = "def f(pc, pr, rc, rr, beta):\n    return -F.logsigmoid(beta * (pc - rc)) + torch.sigmoid(beta * (pr - rr))\n"
+    batch = "def f(rho, beta):\n    return -F.logsigmoid(beta * (rho - rho.mean()))\n"
+    assert objectives.load(logratio).kind == "logratio"
+    assert objectives.load(batch).kind == "batch"
+    assert objectives.load(batch, kind="pointwise", probe=False).kind == "pointwise"
+
+
+def test_wrong_parameter_count_is_a_clear_error():
+    with pytest.raises(ObjectiveError, match="cannot tell the form"):
+        objectives.load("def f(a, b, c):\n    return a\n")
+
+
+def test_method_form_needs_all_four_tensors():
+    with pytest.raises(ObjectiveError, match="method form"):
+        objectives.load("def f(self, pc, pr):\n    return pc\n")

@@ -1,0 +1,45 @@
+"""The static screen refuses with the line and the reason."""
+
+import pytest
+
+from objectives import ObjectiveError
+from objectives.screen import screen
+
+REFUSALS = [
+    ("import os\ndef f(rho, beta):\n    return rho\n", 1, "import of 'os'"),
+    ("def f(rho, beta):\n    x = ().__class__\n    return rho\n", 2, "underscore attribute '__class__'"),
+    ("def f(rho, beta):\n    return eval('rho')\n", 2, "'eval'"),
+    ("def f(rho, beta):\n    return __import__('os')\n", 2, "'__import__'"),
+    ("def f(rho, beta):\n    open('/tmp/x', 'w')\n    return rho\n", 2, "'open'"),
+    ("def f(rho, beta):\n    return torch.os.system('id')\n", 2, ".os"),
+    ("def f(rho, beta):\n    g = (x for x in [])\n    return g.gi_frame\n", 2, "generator expressions"),
+    ("def f(rho, beta):\n    return '{0.relu}'.format(F)\n", 2, ".format"),
+    ("def f(rho, beta):\n    return globals()\n", 2, "'globals'"),
+    ("def f(rho, beta):\n    return torch.load('x')\n", 2, ".load"),
+    ("x = 1\ndef f(rho, beta):\n    return rho\n", 1, "only imports and one function"),
+    ("def f(rho, beta):\n    return rho\ndef g(rho, beta):\n    return rho\n", 3, "exactly one top-level function"),
+    ("@staticmethod\ndef f(rho, beta):\n    return rho\n", 2, "decorators"),
+    ("def f(rho, beta=print('hi')):\n    return rho\n", 1, "default arguments must be constants"),
+    ("def f(rho, beta):\n    class A: pass\n    return rho\n", 2, "class definitions"),
+    ("def f(rho, beta:\n    return rho\n", 1, "syntax error"),
+    ("import torch\n", None, "no function definition"),
+    ("def f(rho, beta):\n    return getattr(torch, 'o' + 's')\n", 2, "'getattr'"),
+    ("from torch import _C\ndef f(rho, beta):\n    return rho\n", 1, "not allowed"),
+]
+
+
+@pytest.mark.parametrize("source,line,reason", REFUSALS)
+def test_refusal_names_line_and_reason(source, line, reason):
+    with pytest.raises(ObjectiveError) as err:
+        screen(source)
+    assert err.value.line == line
+    assert reason in err.value.reason
+
+
+@pytest.mark.parametrize("source", [
+    "import torch\nimport torch.nn.functional as F\nimport math\ndef f(rho, beta):\n    return F.softplus(-beta * rho) * math.pi\n",
+    "from torch.nn import functional as F\ndef f(rho, beta):\n    return F.relu(rho)\n",
+    '"""A docstring."""\ndef f(rho, beta):\n    def inner(x):\n        return x * 2\n    return inner(rho)\n',
+])
+def test_honest_code_passes(source):
+    assert screen(source).function_name == "f"
