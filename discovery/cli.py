@@ -15,7 +15,8 @@ COMMAND_MODULES = (
     "objectives.commands",   # validate, inspect, objectives list
     "inner_loop.commands",   # train
     "discovery.commands",    # run, resume, status, show
-    "evaluation.commands",   # eval, heldout, compare, report
+    "evaluation.commands",   # eval mt-bench, eval alpaca
+    "evaluation.analysis_commands",  # heldout, compare, sweep, report
 )
 
 
