@@ -1,0 +1,269 @@
+"""Train a policy with TRL 1.16's DPOTrainer and any :class:`~objectives.base.Objective`.
+
+TRL has no per-pair loss hook: ``DPOTrainer._compute_loss`` picks the loss with an inline
+if/elif on ``loss_type``. Two ways in were weighed:
+
+* re-implement ``_compute_loss`` (about 250 lines in TRL 1.16, most of them metrics and the
+  ld_alpha / f-divergence / PEFT / MoE branches): every TRL release would need a re-port, and the
+  copy would drift from the metrics TRL logs;
+* **keep TRL's whole ``_compute_loss``** with ``loss_type=["sigmoid"]`` and ``loss_weights=[0.0]``,
+  read the policy's per-token log-probs from the fused LM head's output with a forward hook on the
+  model, and add ``objective(...).mean()`` to the (zero-weighted) TRL loss.
+
+We take the second. TRL still tokenises nothing we hand it, still logs every metric it logs for
+DPO (rewards, margins, accuracies, log-probs, entropy), and the override is three small methods:
+
+* ``compute_loss``: hook, ``super().compute_loss``, add the objective, refuse a non-finite loss
+  (raises :class:`NonFiniteLoss` before backward, so a NaN never reaches the weights);
+* ``_prepare_dataset``: a dataset that is already tokenised (``prompt_ids``/``chosen_ids``/
+  ``rejected_ids``) is passed through, so a campaign tokenises once and not per candidate;
+* ``_precompute_ref_logps``: a dataset that already carries ``ref_chosen_logps`` /
+  ``ref_rejected_logps`` is passed through, so no reference model is loaded or run at all.
+  Without those columns TRL computes them once with the initial policy (the recipes' path).
+
+The zero-weighted sigmoid term adds one logsigmoid per pair; 0 * finite is exactly 0, so parity
+with TRL's built-in losses is exact up to float summation order (tests/inner_loop/test_parity.py).
+What we rely on in TRL is pinned by tests/inner_loop/test_trainer.py::test_trl_internals_we_rely_on:
+the version range, the method names and signatures, ``loss_weights`` semantics, the
+``FusedCausalLMOutput.log_probs`` field and the batch keys ``completion_mask`` /
+``ref_chosen_logps`` / ``ref_rejected_logps``.
+
+Precision and checkpointing are chosen per device (:func:`device_defaults`): on CPU fp32 without
+gradient checkpointing (TRL's defaults, bf16 + checkpointing, cost 590 ms/step against 69 ms/step
+on a small model); on GPU bf16, with checkpointing only for models above ~1B parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from typing import Any
+
+import torch
+import trl
+from datasets import Dataset
+from packaging.version import Version
+from transformers import TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+from objectives.base import Objective
+
+TRL_RANGE = (Version("1.16.0"), Version("1.17.0"))  # the internals below were read in this range
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+# the synthetic task's names for the same columns
+TASK_COLUMN_NAMES = {"prompt_input_ids": "prompt_ids", "chosen_input_ids": "chosen_ids",
+                     "rejected_input_ids": "rejected_ids"}
+CHECKPOINTING_MIN_PARAMS = 1_000_000_000
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The objective produced a NaN or inf loss; raised before the backward pass."""
+
+    def __init__(self, step: int, value: float):
+        self.step, self.value = step, value
+        super().__init__(f"non-finite loss ({value}) at step {step}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (what DPOConfig needs, and nothing campaign-specific)."""
+
+    beta: float = 0.1                   # KL strength handed to the objective
+    learning_rate: float = 1e-5
+    max_steps: int = -1                 # optimizer steps; -1: run num_epochs
+    num_epochs: float = 1.0
+    batch_size: int = 8                 # pairs per device per micro-batch
+    grad_accum: int = 1
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int | None = None       # prompt + completion tokens (TRL truncates keep_start)
+    precision: str = "auto"             # auto | fp32 | bf16
+    gradient_checkpointing: bool | None = None  # None: per device and model size
+    seed: int = 0
+    logging_steps: int = 10
+
+    def resolved(self, model) -> "TrainConfig":
+        precision, checkpointing = device_defaults(model)
+        return dataclasses.replace(
+            self, precision=precision if self.precision == "auto" else self.precision,
+            gradient_checkpointing=(checkpointing if self.gradient_checkpointing is None
+                                    else self.gradient_checkpointing))
+
+
+def device_defaults(model) -> tuple[str, bool]:
+    """(precision, gradient checkpointing) for the device the run will use."""
+    if not torch.cuda.is_available():
+        return "fp32", False
+    bf16 = torch.cuda.is_bf16_supported()
+    big = sum(p.numel() for p in model.parameters()) >= CHECKPOINTING_MIN_PARAMS
+    return ("bf16" if bf16 else "fp32"), big
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    """What one training run did; ``status`` is "done" or "failed" (then ``reason`` and ``step``)."""
+
+    status: str
+    losses: list[float]
+    steps: int
+    seconds: float
+    reason: str | None = None
+    step: int | None = None
+    log_history: list[dict] = dataclasses.field(default_factory=list)
+
+
+class _StepLosses(TrainerCallback):
+    """Collects the mean micro-batch loss of every optimizer step."""
+
+    def __init__(self, trainer: "ObjectiveDPOTrainer"):
+        self.trainer = trainer
+        self.losses: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        micro = self.trainer._micro_losses
+        if micro:
+            self.losses.append(float(torch.stack(micro).mean()))
+            micro.clear()
+
+
+class ObjectiveDPOTrainer(DPOTrainer):
+    """DPOTrainer whose loss is ``objective(pc, pr, rc, rr, beta).mean()`` (see the module docstring)."""
+
+    def __init__(self, *args, objective: Objective, **kwargs):
+        cfg = kwargs.get("args")
+        if cfg is None:
+            raise ValueError("pass args=DPOConfig(...) built by dpo_config()")
+        if list(cfg.loss_type) != ["sigmoid"] or list(cfg.loss_weights or []) != [0.0]:
+            raise ValueError("ObjectiveDPOTrainer needs loss_type=['sigmoid'] and loss_weights=[0.0]")
+        if cfg.ld_alpha is not None or cfg.f_divergence_type != "reverse_kl" or cfg.use_weighting:
+            raise ValueError("ld_alpha, f-divergences and WPO weighting change the log-probs TRL scores; "
+                             "the objective would not see them")
+        self.objective = objective
+        self._captured: list[Any] = []
+        self._micro_losses: list[torch.Tensor] = []
+        super().__init__(*args, **kwargs)
+        self._hook = self.model.register_forward_hook(self._capture)
+
+    # -- the three overrides -------------------------------------------------------------------
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if all(c in dataset.column_names for c in TOKEN_COLUMNS):
+            return dataset  # tokenised once by the task or the recipe, not per candidate
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if all(c in dataset.column_names for c in REF_COLUMNS):
+            return dataset  # reference log-probs were computed once, before the campaign
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._captured.clear()
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        trl_loss, outputs = result if return_outputs else (result, None)
+        loss = trl_loss + self._objective_loss(inputs)
+        self._captured.clear()
+        if self.model.training:
+            if not torch.isfinite(loss.detach()).all():
+                raise NonFiniteLoss(self.state.global_step + 1, float(loss.detach()))
+            self._micro_losses.append(loss.detach().float())
+        return (loss, outputs) if return_outputs else loss
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _capture(self, module, args, output):
+        if getattr(output, "log_probs", None) is not None and not self._captured:
+            self._captured.append(output.log_probs)
+
+    def _objective_loss(self, inputs) -> torch.Tensor:
+        if not self._captured:
+            raise RuntimeError("the policy forward did not return log_probs: TRL's fused LM head changed")
+        mask = inputs["completion_mask"][..., 1:]  # log_probs[t] scores token t + 1
+        per_token = self._captured[0][:, -mask.size(1):].float()
+        logps = (per_token * mask).sum(dim=1)
+        ref = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(logps)
+        if self.objective.length_normalized:  # per-token means, as TRL's ipo
+            n = mask.sum(dim=1).clamp(min=1).to(logps)
+            logps, ref = logps / n, ref / n
+        pc, pr = logps.chunk(2)
+        rc, rr = ref.chunk(2)
+        losses = self.objective(pc, pr, rc, rr, self.beta)
+        if losses.shape != pc.shape:
+            raise ValueError(f"objective returned shape {tuple(losses.shape)}, expected {tuple(pc.shape)}")
+        return losses.mean()
+
+
+def dpo_config(config: TrainConfig, output_dir: str, *, progress: bool = False, **extra) -> DPOConfig:
+    """The DPOConfig for ``config`` (already :meth:`TrainConfig.resolved`)."""
+    return DPOConfig(
+        output_dir=output_dir, beta=config.beta, learning_rate=config.learning_rate,
+        max_steps=config.max_steps, num_train_epochs=config.num_epochs,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio,  # float < 1: a ratio
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+        max_length=config.max_length, bf16=config.precision == "bf16", fp16=False,
+        gradient_checkpointing=bool(config.gradient_checkpointing), seed=config.seed, data_seed=config.seed,
+        loss_type=["sigmoid"], loss_weights=[0.0], precompute_ref_log_probs=True,
+        disable_dropout=True, logging_steps=config.logging_steps, save_strategy="no", report_to="none",
+        disable_tqdm=not progress, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        **extra)
+
+
+def as_trl_columns(dataset: Dataset) -> Dataset:
+    """Rename the synthetic task's ``*_input_ids`` columns to TRL's names (no copy of the data)."""
+    renames = {a: b for a, b in TASK_COLUMN_NAMES.items() if a in dataset.column_names}
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+def check_trl_version() -> None:
+    v = Version(trl.__version__)
+    if not TRL_RANGE[0] <= v < TRL_RANGE[1]:
+        raise RuntimeError(f"inner_loop.trainer was written against TRL {TRL_RANGE[0]}..<{TRL_RANGE[1]}, "
+                           f"found {v}: re-run tests/inner_loop/test_trainer.py before trusting it")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def train_objective(model, tokenizer, dataset: Dataset, objective: Objective, config: TrainConfig, *,
+                    output_dir: str | None = None, progress: bool = False, **dpo_kwargs) -> TrainOutcome:
+    """Train ``model`` in place on pre-tokenised pairs with ``objective``; never raises for the
+    candidate's faults (non-finite loss, out of memory): those come back as ``status="failed"``."""
+    check_trl_version()
+    config = config.resolved(model)
+    dataset = as_trl_columns(dataset)
+    with tempfile.TemporaryDirectory(prefix="disco-trainer-") as tmp:
+        args = dpo_config(config, output_dir or tmp, progress=progress, **dpo_kwargs)
+        trainer = ObjectiveDPOTrainer(model=model, args=args, train_dataset=dataset,
+                                      processing_class=tokenizer, objective=objective)
+        recorder = _StepLosses(trainer)
+        trainer.add_callback(recorder)
+        start = time.perf_counter()
+        status, reason, step = "done", None, None
+        try:
+            trainer.train()
+        except NonFiniteLoss as err:
+            status, reason, step = "failed", str(err), err.step
+        except Exception as err:  # noqa: BLE001 - only memory errors are the candidate's fault
+            if not is_out_of_memory(err):
+                raise
+            status, reason, step = "failed", f"out of memory: {str(err)[:200]}", trainer.state.global_step + 1
+        finally:
+            trainer._hook.remove()
+        seconds = time.perf_counter() - start
+        losses = recorder.losses
+        if status == "done" and not all(math.isfinite(x) for x in losses):  # belt and braces
+            bad = next(i for i, x in enumerate(losses) if not math.isfinite(x))
+            status, reason, step = "failed", f"non-finite loss ({losses[bad]}) at step {bad + 1}", bad + 1
+        return TrainOutcome(status=status, losses=losses, steps=trainer.state.global_step, seconds=seconds,
+                            reason=reason, step=step, log_history=list(trainer.state.log_history))
