@@ -299,7 +299,7 @@ def analyse(x, beta: float = 0.05) -> Analysis:
         name, prof, where = x.name, profile(x, beta), "in-process (registry objective)"
         translation = translate(x)
     else:
-        source, name = _source_of(x)
+        source, name = source_of(x)
         translation = translate(source)  # screens first: refused code raises ObjectiveError here
         kind = x.kind if isinstance(x, Objective) else None
         prof = isolated("objectives.analysis:profile_source", source, beta=beta, kind=kind)
@@ -309,7 +309,7 @@ def analyse(x, beta: float = 0.05) -> Analysis:
     return Analysis(name, prof, summary, translation)
 
 
-def _source_of(x) -> tuple[str, str]:
+def source_of(x) -> tuple[str, str]:
     if isinstance(x, Objective):
         return x.source, x.name
     if isinstance(x, str) and "\n" not in x and x.endswith(".py"):
