@@ -1,5 +1,182 @@
-"""Subcommands of ``disco`` for held-out evaluation, comparison and reports (registered by discovery.cli)."""
+"""Subcommands of ``disco`` for held-out evaluation, comparison, beta sweeps and reports
+(registered by discovery.cli). Handlers are thin: the work is in evaluation.compare, .heldout,
+.frontier and .report, imported inside the handlers so that ``disco --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+RUNNER = None  # None: inner_loop.runner.run_candidate; tests put a fake here
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+def parse_value(text: str):
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"`` -> True, anything else stays a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(items) -> tuple:
+    """``["max_steps=20", "lr=1e-5"]`` -> sorted ``(("lr", 1e-05), ("max_steps", 20))``."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(value.strip())
+    return tuple(sorted(out.items()))
+
+
+def _runner_kwargs(args) -> dict:
+    return {"isolation": args.isolation, "timeout": args.timeout}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _common(p: argparse.ArgumentParser, *, seeds=True) -> None:
+    if seeds:
+        p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
+                       help="training seeds; every objective is trained once per seed (default: 0 1 2)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a task or training field for every run (e.g. max_steps=20); repeatable")
+    p.add_argument("--isolation", default="auto", choices=("auto", "none", "process", "sandbox"),
+                   help="how run_candidate isolates candidate code (default: auto)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per training run (default: 600)")
+    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
+
+
+# -- compare ------------------------------------------------------------------------------------
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from evaluation.compare import Setting, format_table, jsonable, resolve_objectives, run_grid, summarize
+
+    objectives = resolve_objectives(args.objectives, baselines=args.baselines)
+    overrides = parse_overrides(args.overrides)
+    settings = [Setting(seed=s, task=args.task, beta=args.beta, overrides=overrides) for s in args.seeds]
+    runs = run_grid(objectives, settings, runner=RUNNER, out_dir=args.out, log=_log, **_runner_kwargs(args))
+    table = summarize(runs, args.metric, baselines=args.baselines, n_boot=args.n_boot)
+    result = jsonable({"command": "compare", "settings": [s.to_dict() for s in settings],
+                       "table": table.to_dict(), "runs": [r.to_dict() for r in runs]})
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "comparison.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1) if args.json else format_table(table))
+    return 0
+
+
+# -- heldout ------------------------------------------------------------------------------------
+
+def cmd_heldout(args) -> int:
+    from evaluation.compare import format_table
+    from evaluation.heldout import HeldoutError, evaluate_heldout
+
+    try:
+        result = evaluate_heldout(args.dir, top=args.top, tasks=args.tasks, seeds=args.seeds, betas=args.betas,
+                                  metric=args.metric, allow_used=args.allow_used,
+                                  overrides=parse_overrides(args.overrides), runner=RUNNER, log=_log,
+                                  n_boot=args.n_boot, **_runner_kwargs(args))
+    except HeldoutError as err:
+        print(f"disco heldout: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=1) if args.json else format_table(result.table))
+    print(f"\nwrote {result.path}", file=sys.stderr)
+    return 0
+
+
+# -- sweep --------------------------------------------------------------------------------------
+
+def cmd_sweep(args) -> int:
+    from evaluation.compare import resolve_objectives
+    from evaluation.frontier import format_points, sweep
+
+    objectives = resolve_objectives(args.objectives, baselines=())
+    result = sweep(objectives, betas=args.betas, seeds=args.seeds, task=args.task, out_dir=args.out,
+                   overrides=parse_overrides(args.overrides), runner=RUNNER, log=_log, **_runner_kwargs(args))
+    print(format_points(result["points"]))
+    print(f"\nwrote {result['png']} and {result['json']}", file=sys.stderr)
+    return 0
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def cmd_report(args) -> int:
+    from evaluation.report import write_report
+
+    path = write_report(args.dir, out=args.out)
+    print(path)
+    return 0
 
 
 def register(subparsers) -> None:
-    """Add this module's subcommands to the ``disco`` parser."""
+    """Add compare, heldout, sweep and report to the ``disco`` parser."""
+    from evaluation.frontier import DEFAULT_BETAS
+
+    p = subparsers.add_parser("compare", help="train objectives on the same seeds; paired intervals vs baselines",
+                              description="Train every objective on every seed with run_candidate and print, "
+                              "per objective, the mean metric ± se and the paired-bootstrap 95% interval of "
+                              "its difference to each baseline. Failed runs are listed, never averaged in.")
+    p.add_argument("--objectives", nargs="+", required=True, metavar="NAME_OR_FILE",
+                   help="registry names (dpo, ipo, lrml, ...) and/or .py files with one loss each")
+    p.add_argument("--baselines", nargs="*", default=["dpo", "ipo", "lrml"],
+                   help="objectives every row is compared with; added to the runs when missing (default: dpo ipo lrml)")
+    p.add_argument("--task", default="synthetic", help="inner-loop task (default: synthetic)")
+    p.add_argument("--beta", type=float, default=None, help="KL strength (default: the task's)")
+    p.add_argument("--metric", default="win_rate", help="metric to compare: win_rate, reward, kl (default: win_rate)")
+    p.add_argument("--json", action="store_true", help="print JSON (runs and table) instead of the table")
+    p.add_argument("--out", default=None, metavar="DIR", help="write DIR/comparison.json and per-run results")
+    _common(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("heldout", help="re-evaluate a campaign's best candidates on settings it never used",
+                              description="Train the campaign's top-K candidates and the baselines on seeds, "
+                              "betas and task variants that the search did not use, and write DIR/heldout.json "
+                              "with paired-bootstrap 95% intervals of every candidate's difference to each baseline.")
+    p.add_argument("dir", metavar="DIR", help="campaign directory (holds archive.sqlite)")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="how many of the best candidates (default: 3)")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                   help="tasks or task variants, NAME or NAME:key=value,key=value (e.g. synthetic:max_completion_len=32); "
+                   "default: the campaign's task")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="training seeds (default: three seeds the campaign did not use)")
+    p.add_argument("--betas", type=float, nargs="+", default=None, help="KL strengths (default: the campaign's)")
+    p.add_argument("--metric", default=None, help="metric to compare (default: the campaign's fitness metric)")
+    p.add_argument("--allow-used", action="store_true",
+                   help="keep settings the search used (otherwise they are dropped with a warning)")
+    p.add_argument("--json", action="store_true", help="print the JSON written to DIR/heldout.json")
+    _common(p, seeds=False)
+    p.set_defaults(func=cmd_heldout)
+
+    p = subparsers.add_parser("sweep", help="beta sweep: the reward-versus-KL frontier (DiscoPOP Fig. 5)",
+                              description="Train every objective at every beta and seed; plot mean gold reward "
+                              "against mean KL to the reference, one curve per objective, points labelled by beta. "
+                              "Writes DIR/frontier.png and DIR/sweep.json.")
+    p.add_argument("--objectives", nargs="+", default=["dpo", "ipo", "lrml"], metavar="NAME_OR_FILE",
+                   help="registry names and/or .py files (default: dpo ipo lrml)")
+    p.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS),
+                   help=f"KL strengths (default: {' '.join(f'{b:g}' for b in DEFAULT_BETAS)})")
+    p.add_argument("--task", default="synthetic", help="inner-loop task (default: synthetic)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (a campaign DIR puts it in the report)")
+    _common(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("report", help="one self-contained HTML page for a campaign",
+                              description="Write an HTML report (images inlined, no external resources): "
+                              "leaderboard, fitness over the campaign, each candidate's plots and symbolic form, "
+                              "the reward/KL frontier (DIR/frontier.png) and the comparison tables "
+                              "(DIR/heldout.json, DIR/comparison.json).")
+    p.add_argument("dir", metavar="DIR", help="campaign directory")
+    p.add_argument("--out", default=None, metavar="FILE", help="where to write the page (default: DIR/report.html)")
+    p.set_defaults(func=cmd_report)

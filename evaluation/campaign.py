@@ -1,0 +1,98 @@
+"""A read-only view of a campaign directory for the evaluation commands (heldout, report).
+
+The one adapter between :mod:`discovery.archive` (the SQLite archive, its rows and the resolved
+campaign config) and evaluation: if the archive's columns or the config's field names change,
+this file is the only one to update. Nothing here writes to the archive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+SEED_KEYS = ("seeds", "train_seeds", "eval_seeds", "seed", "train_seed")
+BETA_KEYS = ("betas", "beta")
+TASK_KEYS = ("tasks", "task")
+OVERRIDE_KEYS = ("task_overrides", "overrides")
+
+
+@dataclasses.dataclass
+class Campaign:
+    dir: Path
+    config: dict
+    rows: list[dict]        # every archive row, decoded, oldest first
+
+    def baselines(self) -> list[dict]:
+        return [r for r in self.rows if r.get("kind") == "baseline"]
+
+    def candidates(self) -> list[dict]:
+        return [r for r in self.rows if r.get("kind") != "baseline"]
+
+    def leaderboard(self) -> list[dict]:
+        """Finished rows with a fitness, baselines included, best first."""
+        done = [r for r in self.rows if r.get("status") == "done" and _finite(r.get("fitness"))]
+        return sorted(done, key=lambda r: (-r["fitness"], r["id"]))
+
+    def top(self, k: int) -> list[dict]:
+        return [r for r in self.leaderboard() if r.get("kind") != "baseline"][:k]
+
+    def folder(self, row: dict) -> Path | None:
+        return self.dir / row["folder"] if row.get("folder") else None
+
+    @property
+    def metric(self) -> str:
+        return str(find_key(self.config, ("metric", "fitness_metric")) or "win_rate")
+
+
+def read_campaign(directory: str | Path) -> Campaign:
+    """Open ``DIR/archive.sqlite`` read-only (through discovery.archive) and return its rows."""
+    from discovery.archive import Archive
+
+    with Archive.open(directory) as archive:
+        rows = archive.rows(order="id")
+        config = archive.config or {}
+    return Campaign(dir=Path(directory), config=config, rows=rows)
+
+
+def find_key(config, keys):
+    """The first value under any of ``keys``, searching nested dicts breadth first."""
+    queue = [config]
+    while queue:
+        node = queue.pop(0)
+        if isinstance(node, dict):
+            for k in keys:
+                if node.get(k) is not None:
+                    return node[k]
+            queue.extend(v for v in node.values() if isinstance(v, dict))
+    return None
+
+
+def find_all(config, keys) -> list:
+    """Every value under any of ``keys``, at any depth (lists are flattened)."""
+    out = []
+    if isinstance(config, dict):
+        for k, v in config.items():
+            if k in keys and v is not None:
+                out.extend(v if isinstance(v, (list, tuple)) else [v])
+            elif isinstance(v, dict):
+                out.extend(find_all(v, keys))
+    return out
+
+
+def used_settings(config: dict) -> dict:
+    """What the search trained on: ``{"tasks": [(name, overrides)], "seeds": set, "betas": set}``.
+
+    Seeds are collected from every seed-like field (a proposer's seed included): erring towards
+    "used" only makes the held-out set stricter.
+    """
+    tasks = [t for t in find_all(config, TASK_KEYS) if isinstance(t, str)] or ["synthetic"]
+    overrides = find_key(config, OVERRIDE_KEYS) or {}
+    overrides = tuple(sorted(overrides.items())) if isinstance(overrides, dict) else ()
+    seeds = {int(s) for s in find_all(config, SEED_KEYS) if isinstance(s, (int, float))}
+    betas = {float(b) for b in find_all(config, BETA_KEYS) if isinstance(b, (int, float))}
+    return {"tasks": [(t, overrides) for t in dict.fromkeys(tasks)], "seeds": seeds or {0}, "betas": betas}
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)

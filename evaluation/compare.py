@@ -1,0 +1,307 @@
+"""Train objectives on the same settings and compare them with paired bootstrap intervals.
+
+A *setting* is (task, task overrides, beta, seed); every objective is trained once per setting
+through :func:`inner_loop.runner.run_candidate` (or an injected runner with the same signature),
+and each (objective, setting) gives one :class:`Run`. A run that failed, or that finished without
+the metric, is a typed row with its reason: it is shown and counted, never averaged in, and the
+pairs it would have formed are left out of every interval (the table says how many pairs remain).
+
+:func:`summarize` turns runs into a :class:`Table`: per objective the mean metric with its standard
+error over settings, and for each baseline the paired difference (objective - baseline) with a 95%
+percentile bootstrap interval (:mod:`evaluation.stats`); the pairing used is named in every cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from evaluation.stats import Estimate, hierarchical_bootstrap, mean_se, paired_bootstrap
+
+BASELINES = ("dpo", "ipo", "lrml")
+HIGHER_IS_BETTER = {"win_rate": True, "reward": True, "kl": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One training configuration shared by every objective compared on it."""
+
+    seed: int
+    task: str = "synthetic"
+    beta: float | None = None           # None: the task's default beta
+    overrides: tuple = ()               # sorted (key, value) pairs for the task / trainer
+
+    @property
+    def key(self) -> str:
+        parts = [self.task + "".join(f",{k}={v}" for k, v in self.overrides)]
+        parts.append("beta=default" if self.beta is None else f"beta={self.beta:g}")
+        parts.append(f"seed={self.seed}")
+        return "/".join(parts)
+
+    @property
+    def stratum(self) -> str:
+        """The setting without its seed: units are resampled within a stratum."""
+        return self.key.rsplit("/seed=", 1)[0]
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "task": self.task, "beta": self.beta,
+                "overrides": dict(self.overrides), "key": self.key}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Setting":
+        return cls(seed=int(d["seed"]), task=d.get("task", "synthetic"), beta=d.get("beta"),
+                   overrides=tuple(sorted((d.get("overrides") or {}).items())))
+
+
+@dataclasses.dataclass
+class Run:
+    """One objective trained and evaluated on one setting."""
+
+    objective: str
+    setting: Setting
+    status: str                 # "done" | "failed"
+    reason: str | None = None
+    metrics: dict = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    def value(self, metric: str) -> float | None:
+        """The run's metric, or None when it failed or the metric is missing or not finite."""
+        if self.status != "done":
+            return None
+        v = self.metrics.get(metric)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    def to_dict(self) -> dict:
+        return {"objective": self.objective, "setting": self.setting.to_dict(), "status": self.status,
+                "reason": self.reason, "metrics": jsonable(self.metrics), "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Run":
+        return cls(objective=d["objective"], setting=Setting.from_dict(d["setting"]),
+                   status=d["status"], reason=d.get("reason"), metrics=d.get("metrics") or {},
+                   seconds=float(d.get("seconds") or 0.0))
+
+
+def per_prompt(metrics: dict, metric: str) -> np.ndarray | None:
+    """The per-prompt outcomes behind ``metrics[metric]``, if the runner reported them.
+
+    The one place that knows how the runner names per-sample arrays; keep it in sync with
+    inner_loop.metrics.
+    """
+    for container in (metrics.get("per_prompt"), metrics.get("per_sample"), metrics.get("samples")):
+        if isinstance(container, dict) and isinstance(container.get(metric), (list, tuple, np.ndarray)):
+            return np.asarray(container[metric], dtype=float)
+    for key in (f"{metric}_per_prompt", f"{metric}_per_sample", f"{metric}s"):
+        if isinstance(metrics.get(key), (list, tuple, np.ndarray)):
+            return np.asarray(metrics[key], dtype=float)
+    return None
+
+
+# -- running ----------------------------------------------------------------------------------
+
+Runner = Callable[..., object]
+
+
+def default_runner() -> Runner:
+    from inner_loop.runner import run_candidate  # heavy: torch, transformers, the task
+    return run_candidate
+
+
+def run_one(runner: Runner, label: str, spec: str, setting: Setting, *, out_dir: str | None = None,
+            **runner_kwargs) -> Run:
+    """Train ``spec`` (a registry name or source code) on ``setting``; never raises for the run's faults."""
+    start = time.perf_counter()
+    try:
+        result = runner(spec, task=setting.task, beta=setting.beta, seed=setting.seed, out_dir=out_dir,
+                        **runner_kwargs, **dict(setting.overrides))
+    except Exception as err:  # noqa: BLE001 - a crash of one run is that run's typed failure
+        return Run(label, setting, "failed", f"{type(err).__name__}: {err}"[:500],
+                   seconds=time.perf_counter() - start)
+    d = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    seconds = d.get("seconds")
+    if isinstance(seconds, dict):  # TrainResult: {"train", "eval", "total"}
+        seconds = seconds.get("total")
+    return Run(label, setting, d.get("status", "failed"), d.get("reason"), dict(d.get("metrics") or {}),
+               float(seconds or time.perf_counter() - start))
+
+
+def run_grid(objectives: dict[str, str], settings: Sequence[Setting], *, runner: Runner | None = None,
+             out_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
+             **runner_kwargs) -> list[Run]:
+    """Every objective ({label: spec}) on every setting, setting by setting (seeds outermost)."""
+    runner = runner or default_runner()
+    runs = []
+    for setting in settings:
+        for label, spec in objectives.items():
+            run_dir = None
+            if out_dir is not None:
+                run_dir = str(Path(out_dir) / "runs" / label / setting.key.replace("/", "_"))
+            run = run_one(runner, label, spec, setting, out_dir=run_dir, **runner_kwargs)
+            if log:
+                shown = "failed: " + (run.reason or "?") if run.status != "done" else \
+                    ", ".join(f"{k}={run.metrics[k]:.4g}" for k in ("reward", "kl", "win_rate")
+                              if isinstance(run.metrics.get(k), (int, float)))
+                log(f"{label:>14} {setting.key}: {shown} ({run.seconds:.0f}s)")
+            runs.append(run)
+    return runs
+
+
+def resolve_objectives(items: Sequence[str], *, baselines: Sequence[str] = BASELINES) -> dict[str, str]:
+    """{label: spec} for registry names and .py files; the baselines are added when missing.
+
+    A file's label is its stem (made unique with a suffix); its spec is its source code, which the
+    runner screens and runs in its sandbox.
+    """
+    import objectives as objectives_pkg
+
+    out: dict[str, str] = {}
+    for item in list(items) + [b for b in baselines if b not in items]:
+        path = Path(item)
+        if item.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise FileNotFoundError(f"no such objective file: {item}")
+            label, spec = path.stem, path.read_text()
+        else:
+            objectives_pkg.get(item)  # an unknown name raises with a "did you mean"
+            label, spec = item, item
+        base, i = label, 2
+        while label in out:
+            label, i = f"{base}-{i}", i + 1
+        out[label] = spec
+    return out
+
+
+# -- summarising ------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Row:
+    objective: str
+    n_done: int
+    n_failed: int
+    mean: float
+    se: float
+    failures: list[dict]                          # {"setting", "reason"} per failed run
+    vs: dict[str, Estimate | str]                 # baseline -> interval, or why there is none
+
+    def to_dict(self) -> dict:
+        return {"objective": self.objective, "n_done": self.n_done, "n_failed": self.n_failed,
+                "mean": self.mean, "se": self.se, "failures": self.failures,
+                "vs": {b: e.to_dict() if isinstance(e, Estimate) else {"missing": e}
+                       for b, e in self.vs.items()}}
+
+
+@dataclasses.dataclass
+class Table:
+    metric: str
+    baselines: tuple[str, ...]
+    rows: list[Row]
+    settings: list[str]
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "higher_is_better": HIGHER_IS_BETTER.get(self.metric),
+                "baselines": list(self.baselines), "settings": self.settings,
+                "rows": [r.to_dict() for r in self.rows]}
+
+
+def difference(runs_a: Iterable[Run], runs_b: Iterable[Run], metric: str, *, n_boot: int = 10_000,
+               seed: int = 0) -> Estimate | str:
+    """Paired interval of a - b over the settings where both finished; a string says why there is none.
+
+    Prompt pairing is used when every shared setting has per-prompt outcomes of equal length for
+    both objectives (same prompts, same order); otherwise the pairing is by setting.
+    """
+    a = {r.setting: r for r in runs_a if r.value(metric) is not None}
+    b = {r.setting: r for r in runs_b if r.value(metric) is not None}
+    shared = sorted(set(a) & set(b), key=lambda s: s.key)
+    if not shared:
+        return "no setting where both finished"
+    strata = [s.stratum for s in shared]
+    pa = [per_prompt(a[s].metrics, metric) for s in shared]
+    pb = [per_prompt(b[s].metrics, metric) for s in shared]
+    if all(x is not None and y is not None and x.shape == y.shape and x.size for x, y in zip(pa, pb)):
+        return hierarchical_bootstrap(pa, pb, strata=strata, n_boot=n_boot, seed=seed)
+    return paired_bootstrap([a[s].value(metric) for s in shared], [b[s].value(metric) for s in shared],
+                            strata=strata, n_boot=n_boot, seed=seed)
+
+
+def summarize(runs: Sequence[Run], metric: str, *, baselines: Sequence[str] = BASELINES,
+              n_boot: int = 10_000, seed: int = 0) -> Table:
+    by_objective: dict[str, list[Run]] = {}
+    for r in runs:
+        by_objective.setdefault(r.objective, []).append(r)
+    rows = []
+    for name, mine in by_objective.items():
+        values = [v for v in (r.value(metric) for r in mine) if v is not None]
+        failures = [{"setting": r.setting.key,
+                     "reason": r.reason if r.status != "done" else f"finished without a finite {metric!r}"}
+                    for r in mine if r.value(metric) is None]
+        mean, se = mean_se(values)
+        vs: dict[str, Estimate | str] = {}
+        for b in baselines:
+            if b == name:
+                continue
+            vs[b] = (difference(mine, by_objective[b], metric, n_boot=n_boot, seed=seed)
+                     if b in by_objective else "baseline not run")
+        rows.append(Row(name, len(values), len(failures), mean, se, failures, vs))
+    settings = sorted({r.setting.key for r in runs})
+    return Table(metric, tuple(baselines), rows, settings)
+
+
+def format_table(table: Table, digits: int = 3) -> str:
+    """A plain-text table: mean ± se per objective and its difference to every baseline."""
+    head = ["objective", "runs", f"{table.metric} mean ± se"] + [f"- {b} [95% CI]" for b in table.baselines]
+    lines = []
+    pairings = set()
+    notes = set()
+    for r in table.rows:
+        runs = f"{r.n_done}" + (f" (+{r.n_failed} failed)" if r.n_failed else "")
+        mean = "—" if not r.n_done else (f"{r.mean:.{digits}f}" + ("" if math.isnan(r.se) else f" ± {r.se:.{digits}f}"))
+        cells = [r.objective, runs, mean]
+        for b in table.baselines:
+            e = r.vs.get(b)
+            if e is None:
+                cells.append("·")
+            elif isinstance(e, Estimate):
+                cells.append(e.format(digits) + ("*" if e.excludes_zero else ""))
+                pairings.add(f"{e.pairing} (n={e.n_units}" + (f", {e.n_prompts} prompts)" if e.n_prompts else ")"))
+                if e.note:
+                    notes.add(e.note)
+            else:
+                cells.append(f"n/a ({e})")
+        lines.append(cells)
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in lines]
+    direction = {True: "higher is better", False: "lower is better"}.get(HIGHER_IS_BETTER.get(table.metric), "")
+    out.append("")
+    out.append(f"difference = objective - baseline on {table.metric}" + (f" ({direction})" if direction else "")
+               + "; 95% paired percentile bootstrap; * the interval excludes 0")
+    if pairings:
+        out.append("paired by " + "; ".join(sorted(pairings)))
+    out.extend(f"note: {n}" for n in sorted(notes))
+    for r in table.rows:
+        for f in r.failures:
+            out.append(f"failed: {r.objective} on {f['setting']}: {f['reason']}")
+    return "\n".join(out)
+
+
+def jsonable(x):
+    """``x`` with numpy/torch values as plain Python and NaN/inf as None (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer)):
+        x = x.item()
+    elif hasattr(x, "tolist"):  # torch tensors, without importing torch here
+        return jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # strict JSON has no NaN; a missing number reads as null
+    return x

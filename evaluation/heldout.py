@@ -1,0 +1,156 @@
+"""Held-out evaluation: a campaign's best candidates against DPO, IPO and LRML on settings the
+search never trained on.
+
+Fitness during a search is measured on a few fixed settings, and choosing the best of many
+candidates on them overfits those settings (the winner's curse). Here the top K candidates and the
+baselines are retrained on *other* settings (seeds, betas, task variants) and compared with paired
+bootstrap intervals (:mod:`evaluation.compare`).
+
+A setting (task variant, beta, seed) counts as *used* when its task variant, its beta and its seed
+were all used by the search (the campaign's resolved config, :func:`evaluation.campaign.used_settings`).
+Used settings are dropped with a warning unless ``allow_used``; a request made only of used
+settings is refused. A held-out setting that shares its seed with the search (a new beta on an old
+seed) is kept, with a warning, since the data order is then not new.
+
+Results go to ``DIR/heldout.json``: the pooled table (units resampled within each setting), one
+table per setting, every run, and what was used, dropped and warned about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+from evaluation.campaign import Campaign, read_campaign, used_settings
+from evaluation.compare import BASELINES, Run, Setting, Table, jsonable, run_grid, summarize
+
+HELDOUT_JSON = "heldout.json"
+N_DEFAULT_SEEDS = 3
+
+
+class HeldoutError(ValueError):
+    """The request cannot give a held-out evaluation (nothing to evaluate, or only used settings)."""
+
+
+def parse_task(text: str) -> tuple[str, tuple]:
+    """``"synthetic:max_completion_len=32,polarity_concentration=1.0"`` -> (name, sorted overrides)."""
+    from evaluation.analysis_commands import parse_value
+
+    name, _, rest = text.partition(":")
+    overrides = {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HeldoutError(f"task variant {text!r}: expected NAME:key=value,key=value")
+        overrides[key.strip()] = parse_value(value.strip())
+    return name.strip(), tuple(sorted(overrides.items()))
+
+
+def plan_settings(used: dict, *, tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+                  betas: Sequence[float] | None = None, allow_used: bool = False
+                  ) -> tuple[list[Setting], list[Setting], list[str]]:
+    """(settings to run, used settings dropped, warnings) for the requested grid."""
+    variants = [parse_task(t) for t in tasks] if tasks else list(used["tasks"])
+    if seeds is None:
+        free = (s for s in itertools.count() if s not in used["seeds"])
+        seeds = list(itertools.islice(free, N_DEFAULT_SEEDS))
+    if betas is None:
+        betas = sorted(used["betas"]) or [None]
+    used_variants = {(t, tuple(o)) for t, o in used["tasks"]}
+
+    def is_used(s: Setting) -> bool:
+        beta_used = (s.beta in used["betas"]) if used["betas"] else s.beta is None
+        return (s.task, s.overrides) in used_variants and s.seed in used["seeds"] and beta_used
+
+    grid = [Setting(seed=int(seed), task=t, beta=None if b is None else float(b), overrides=o)
+            for (t, o), b, seed in itertools.product(variants, betas, seeds)]
+    dropped = [s for s in grid if is_used(s)]
+    warnings = []
+    if dropped and not allow_used:
+        if len(dropped) == len(grid):
+            free = list(itertools.islice((s for s in itertools.count() if s not in used["seeds"]), 3))
+            raise HeldoutError(
+                f"every requested setting was used by the search ({', '.join(s.key for s in dropped)}); "
+                f"ask for other seeds (e.g. --seeds {' '.join(map(str, free))}), betas or task variants, "
+                "or pass --allow-used to evaluate in-sample on purpose")
+        warnings.append(f"dropped {len(dropped)} setting(s) the search used: {', '.join(s.key for s in dropped)}")
+        grid = [s for s in grid if not is_used(s)]
+    elif dropped:
+        warnings.append(f"--allow-used: {len(dropped)} setting(s) were used by the search and are in-sample: "
+                        f"{', '.join(s.key for s in dropped)}")
+        dropped = []
+    old_seeds = sorted({s.seed for s in grid} & used["seeds"])
+    if old_seeds:
+        warnings.append(f"seed(s) {', '.join(map(str, old_seeds))} were used by the search: those settings are "
+                        "held out only in their beta or task variant")
+    return grid, dropped, warnings
+
+
+@dataclasses.dataclass
+class HeldoutResult:
+    path: Path
+    metric: str
+    candidates: list[dict]              # id, name, label, fitness of the evaluated candidates
+    used: dict
+    settings: list[Setting]
+    dropped: list[Setting]
+    warnings: list[str]
+    table: Table                        # pooled over every held-out setting
+    per_setting: dict[str, Table]       # one table per setting (seeds pooled)
+    runs: list[Run]
+
+    def to_dict(self) -> dict:
+        return jsonable({
+            "command": "heldout", "metric": self.metric, "candidates": self.candidates,
+            "used": {"tasks": [[t, dict(o)] for t, o in self.used["tasks"]], "seeds": sorted(self.used["seeds"]),
+                     "betas": sorted(self.used["betas"])},
+            "settings": [s.to_dict() for s in self.settings], "dropped": [s.to_dict() for s in self.dropped],
+            "warnings": self.warnings, "table": self.table.to_dict(),
+            "per_setting": {k: t.to_dict() for k, t in self.per_setting.items()},
+            "runs": [r.to_dict() for r in self.runs]})
+
+
+def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str] | None = None,
+                     seeds: Sequence[int] | None = None, betas: Sequence[float] | None = None,
+                     metric: str | None = None, allow_used: bool = False, overrides: tuple = (),
+                     runner=None, log: Callable[[str], None] | None = None, n_boot: int = 10_000,
+                     reader: Callable[[str | Path], Campaign] = read_campaign, **runner_kwargs) -> HeldoutResult:
+    """Retrain the top ``top`` candidates and the baselines on held-out settings; write heldout.json."""
+    campaign = reader(directory)
+    best = campaign.top(top)
+    if not best:
+        raise HeldoutError(f"{directory}: no finished candidate with a fitness to evaluate")
+    metric = metric or campaign.metric
+    used = used_settings(campaign.config)
+    settings, dropped, warnings = plan_settings(used, tasks=tasks, seeds=seeds, betas=betas, allow_used=allow_used)
+    for w in warnings:
+        (log or print)(f"warning: {w}")
+    if overrides:
+        settings = [dataclasses.replace(s, overrides=tuple(sorted({**dict(s.overrides), **dict(overrides)}.items())))
+                    for s in settings]
+
+    objectives: dict[str, str] = {}
+    candidates = []
+    for row in best:
+        label = f"{row['name']}#{row['id']}"
+        objectives[label] = row["code"]
+        candidates.append({"id": row["id"], "name": row["name"], "label": label, "fitness": row.get("fitness"),
+                           "fitness_se": row.get("fitness_se")})
+    for b in BASELINES:
+        objectives[b] = b
+
+    out = Path(directory)
+    runs = run_grid(objectives, settings, runner=runner, out_dir=out / "heldout", log=log, **runner_kwargs)
+    table = summarize(runs, metric, baselines=BASELINES, n_boot=n_boot)
+    per_setting = {}
+    for stratum in dict.fromkeys(s.stratum for s in settings):
+        per_setting[stratum] = summarize([r for r in runs if r.setting.stratum == stratum], metric,
+                                         baselines=BASELINES, n_boot=n_boot)
+    result = HeldoutResult(path=out / HELDOUT_JSON, metric=metric, candidates=candidates, used=used,
+                           settings=settings, dropped=dropped, warnings=warnings, table=table,
+                           per_setting=per_setting, runs=runs)
+    result.path.write_text(json.dumps(result.to_dict(), indent=1))
+    return result

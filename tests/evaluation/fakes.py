@@ -1,0 +1,50 @@
+"""Deterministic stand-ins for inner_loop.runner.run_candidate, shared by the evaluation tests."""
+
+import dataclasses
+
+import numpy as np
+
+# the "true" win rate of each objective; a seed adds the same offset to every objective
+QUALITY = {"dpo": 0.60, "ipo": 0.55, "lrml": 0.62, "good": 0.70}
+SEED_EFFECT = {0: 0.00, 1: 0.05, 2: -0.04, 3: 0.02, 4: -0.01, 5: 0.03, 1000: 0.01, 1001: -0.02}
+
+
+@dataclasses.dataclass
+class FakeResult:
+    status: str
+    reason: str | None
+    metrics: dict
+    seconds: float = 0.01
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+class FakeRunner:
+    """Records its calls; objective "boom" fails, "raise" raises, source code is named by its def."""
+
+    def __init__(self, per_prompt: int = 0, fail_seeds=()):
+        self.calls = []
+        self.per_prompt = per_prompt
+        self.fail_seeds = set(fail_seeds)
+
+    def __call__(self, objective, task="synthetic", beta=None, seed=0, out_dir=None, **overrides):
+        self.calls.append(dict(objective=objective, task=task, beta=beta, seed=seed, out_dir=out_dir,
+                               **overrides))
+        name = objective.split("def ", 1)[1].split("(", 1)[0] if "def " in objective else objective
+        if name == "raise":
+            raise RuntimeError("worker died")
+        if name == "boom" or seed in self.fail_seeds:
+            return FakeResult("failed", "non-finite loss (nan) at step 3", {})
+        b = 0.1 if beta is None else beta
+        win = QUALITY[name] + SEED_EFFECT[seed] - 0.1 * abs(np.log(b / 0.1))
+        kl = 2.0 / b * (1 + QUALITY[name] - 0.6)
+        metrics = {"win_rate": win, "win_rate_se": 0.02, "reward": 2 * win, "reward_se": 0.05,
+                   "kl": kl, "n": self.per_prompt or 64}
+        if self.per_prompt:
+            # outcomes per prompt: the same prompt difficulty for every objective on this seed
+            rng = np.random.default_rng(seed)
+            difficulty = rng.normal(0, 0.3, size=self.per_prompt)
+            p = np.clip(win + difficulty, 0, 1)
+            metrics["per_prompt"] = {"win_rate": p.tolist()}
+        return FakeResult("done", None, metrics)

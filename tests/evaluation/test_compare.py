@@ -1,0 +1,105 @@
+"""evaluation.compare: every objective on every setting, typed failures, paired intervals, the CLI."""
+
+import json
+
+import pytest
+
+from discovery.cli import main
+from evaluation import analysis_commands
+from evaluation.compare import (Run, Setting, difference, format_table, resolve_objectives, run_grid,
+                                summarize)
+from evaluation.stats import Estimate
+from tests.evaluation.fakes import FakeRunner
+
+GOOD = "def good(rho, beta):\n    return -torch.nn.functional.logsigmoid(beta * rho)\n"
+BOOM = "def boom(rho, beta):\n    return rho * float('nan')\n"
+
+
+def settings(seeds, **kw):
+    return [Setting(seed=s, **kw) for s in seeds]
+
+
+def test_every_objective_runs_on_every_setting_with_the_setting_passed_through():
+    fake = FakeRunner()
+    runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1], beta=0.2, overrides=(("n_train", 32),)),
+                    runner=fake)
+    assert [(r.objective, r.setting.seed) for r in runs] == [("dpo", 0), ("good", 0), ("dpo", 1), ("good", 1)]
+    assert fake.calls[1] == dict(objective=GOOD, task="synthetic", beta=0.2, seed=0, out_dir=None, n_train=32)
+
+
+def test_the_difference_to_a_baseline_is_paired_by_seed():
+    # the fake gives good - dpo = 0.10 exactly on every seed, whatever the seed's offset
+    runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1, 2, 3, 4]), runner=FakeRunner())
+    table = summarize(runs, "win_rate", baselines=("dpo",))
+    good = next(r for r in table.rows if r.objective == "good")
+    est = good.vs["dpo"]
+    assert est.pairing == "setting" and est.n_units == 5
+    assert est.mean == pytest.approx(0.10) and est.lo == pytest.approx(0.10) and est.hi == pytest.approx(0.10)
+    assert good.se > 0  # the objective's own mean still carries the seed spread
+    dpo = next(r for r in table.rows if r.objective == "dpo")
+    assert "dpo" not in dpo.vs  # no row is compared with itself
+
+
+def test_per_prompt_outcomes_switch_to_prompt_pairing():
+    runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1]), runner=FakeRunner(per_prompt=50))
+    est = difference([r for r in runs if r.objective == "good"], [r for r in runs if r.objective == "dpo"],
+                     "win_rate", n_boot=500)
+    assert isinstance(est, Estimate)
+    assert est.pairing == "prompt-within-setting" and est.n_prompts == 100 and est.n_units == 2
+    assert est.lo < 0.1 + 1e-9 and est.hi > 0.1 - 0.05
+
+
+def test_failures_are_typed_rows_and_never_averaged_in():
+    runs = run_grid({"dpo": "dpo", "good": GOOD, "boom": BOOM, "raise": "def raise(rho, beta): ..."},
+                    settings([0, 1, 2]), runner=FakeRunner(fail_seeds={2}))
+    table = summarize(runs, "win_rate", baselines=("dpo",))
+    rows = {r.objective: r for r in table.rows}
+    assert rows["boom"].n_done == 0 and rows["boom"].n_failed == 3
+    assert rows["boom"].vs["dpo"] == "no setting where both finished"
+    assert rows["raise"].failures[0]["reason"] == "RuntimeError: worker died"
+    # seed 2 failed for everyone: good's mean is over seeds 0 and 1 only, and so is the interval
+    assert rows["good"].n_done == 2 and rows["good"].mean == pytest.approx(0.70 + 0.025)
+    assert rows["good"].vs["dpo"].n_units == 2
+    text = format_table(table)
+    assert "failed: boom on synthetic/beta=default/seed=0: non-finite loss" in text
+    assert "n/a (no setting where both finished)" in text
+    assert "nan" not in text.replace("non-finite loss (nan)", "")
+
+
+def test_a_run_that_finished_without_the_metric_is_a_failure():
+    s = Setting(seed=0)
+    runs = [Run("dpo", s, "done", metrics={"win_rate": 0.5}), Run("x", s, "done", metrics={"kl": 1.0})]
+    row = next(r for r in summarize(runs, "win_rate", baselines=("dpo",)).rows if r.objective == "x")
+    assert row.n_done == 0 and "without a finite 'win_rate'" in row.failures[0]["reason"]
+
+
+def test_resolve_objectives_adds_the_baselines_and_labels_files_by_stem(tmp_path):
+    f = tmp_path / "my_loss.py"
+    f.write_text(GOOD)
+    got = resolve_objectives(["dpo", str(f)])
+    assert list(got) == ["dpo", "my_loss", "ipo", "lrml"]
+    assert got["my_loss"] == GOOD and got["ipo"] == "ipo"
+    with pytest.raises(KeyError, match="did you mean 'dpo'"):
+        resolve_objectives(["dpp"])
+
+
+def test_disco_compare_prints_the_table_and_writes_json(tmp_path, capsys, monkeypatch):
+    fake = FakeRunner()
+    monkeypatch.setattr(analysis_commands, "RUNNER", fake)
+    f = tmp_path / "good.py"
+    f.write_text(GOOD)
+    rc = main(["compare", "--objectives", "dpo", "ipo", "lrml", str(f), "--seeds", "0", "1", "2",
+               "--beta", "0.1", "--out", str(tmp_path / "cmp")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "good" in out and "- dpo [95% CI]" in out and "paired by setting (n=3)" in out
+    assert len(fake.calls) == 12 and {c["beta"] for c in fake.calls} == {0.1}
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert saved["table"]["metric"] == "win_rate" and len(saved["runs"]) == 12
+    good = next(r for r in saved["table"]["rows"] if r["objective"] == "good")
+    assert good["vs"]["ipo"]["mean"] == pytest.approx(0.15)
+
+    rc = main(["compare", "--objectives", "dpo", str(f), "--seeds", "0", "--json", "--metric", "kl"])
+    table = json.loads(capsys.readouterr().out)["table"]
+    assert table["metric"] == "kl" and table["higher_is_better"] is False
+    assert table["rows"][0]["se"] is None  # one seed: no standard error, null in strict JSON
