@@ -115,7 +115,7 @@ def annotate(judge: Judge, rows: list[dict], prompt_path: str | Path | None = No
     without log-probs a sampled token is an unbiased draw of the same preference. Failed rows carry
     ``preference: None`` and a ``failure`` kind and are left out of the metrics (and counted).
     """
-    cache = cache or JudgmentCache(None)
+    cache = JudgmentCache(None) if cache is None else cache
     path = find_prompt(prompt_path)
     template = chatml_to_messages(path.read_text(encoding="utf-8"))
     out = []

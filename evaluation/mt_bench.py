@@ -173,7 +173,7 @@ def judge_answers(judge: Judge, data: FastChatData, answers: list[dict],
                   cache: JudgmentCache | None = None, turns=(1, 2), parallel: int = 1,
                   question_ids: set[int] | None = None) -> list[Judgment]:
     """Grade every (question, turn) of ``answers``; cached replies are reused, never re-bought."""
-    cache = cache or JudgmentCache(None)
+    cache = JudgmentCache(None) if cache is None else cache
     questions = {q["question_id"]: q for q in data.questions}
     tasks = []
     for row in answers:
