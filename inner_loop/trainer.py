@@ -134,6 +134,19 @@ class _StepLosses(TrainerCallback):
             micro.clear()
 
 
+class TimeLimitExceeded(RuntimeError):
+    """The run used up its time budget (checked between optimizer steps)."""
+
+
+class _TimeLimit(TrainerCallback):
+    def __init__(self, seconds: float):
+        self.seconds, self.start = seconds, time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.start > self.seconds:
+            raise TimeLimitExceeded(f"timeout: {self.seconds:g} s used up after step {state.global_step}")
+
+
 class ObjectiveDPOTrainer(DPOTrainer):
     """DPOTrainer whose loss is ``objective(pc, pr, rc, rr, beta).mean()`` (see the module docstring)."""
 
@@ -236,9 +249,11 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def train_objective(model, tokenizer, dataset: Dataset, objective: Objective, config: TrainConfig, *,
-                    output_dir: str | None = None, progress: bool = False, **dpo_kwargs) -> TrainOutcome:
+                    output_dir: str | None = None, progress: bool = False, time_limit: float | None = None,
+                    **dpo_kwargs) -> TrainOutcome:
     """Train ``model`` in place on pre-tokenised pairs with ``objective``; never raises for the
-    candidate's faults (non-finite loss, out of memory): those come back as ``status="failed"``."""
+    candidate's faults (non-finite loss, out of memory, ``time_limit`` seconds used up, checked
+    between steps): those come back as ``status="failed"`` with a reason."""
     check_trl_version()
     config = config.resolved(model)
     dataset = as_trl_columns(dataset)
@@ -248,12 +263,16 @@ def train_objective(model, tokenizer, dataset: Dataset, objective: Objective, co
                                       processing_class=tokenizer, objective=objective)
         recorder = _StepLosses(trainer)
         trainer.add_callback(recorder)
+        if time_limit:
+            trainer.add_callback(_TimeLimit(time_limit))
         start = time.perf_counter()
         status, reason, step = "done", None, None
         try:
             trainer.train()
         except NonFiniteLoss as err:
             status, reason, step = "failed", str(err), err.step
+        except TimeLimitExceeded as err:
+            status, reason, step = "failed", str(err), trainer.state.global_step
         except Exception as err:  # noqa: BLE001 - only memory errors are the candidate's fault
             if not is_out_of_memory(err):
                 raise

@@ -1,0 +1,361 @@
+"""Run one candidate objective: train the task's SFT policy with it, then score the policy.
+
+``run_candidate(objective, task="synthetic", ...) -> TrainResult`` is the inner loop's one entry
+point. A failure (non-finite loss, out of memory, killed, timed out, code that does not load) is a
+``TrainResult(status="failed", reason=...)``, never an exception in the caller.
+
+Isolation (``isolation=``):
+
+* ``"none"``: train in this process. Only for trusted code (registry names); the timeout is
+  cooperative (checked between steps).
+* ``"process"``: train in a fresh ``python -m inner_loop.runner`` child with a scrubbed
+  environment, ``RLIMIT_AS`` (``memory_mb``), ``RLIMIT_FSIZE`` and a hard timeout (the process
+  group is SIGKILLed). It contains crashes, memory bombs and hangs; it is **not** a security
+  boundary (same uid, network open).
+* ``"sandbox"``: train through :func:`objectives.sandbox.call` (fork from a warm zygote, uid 65534,
+  no network, rlimits, scrubbed environment; see that module's threat model).
+* ``"auto"``: ``"none"`` for a registry name; ``"sandbox"`` for source code when
+  :mod:`objectives.sandbox` is importable, else ``"process"`` (a warning is logged and the
+  resolved mode is saved in ``TrainResult.config["isolation"]``).
+
+Threat model of the isolated modes. The candidate's code runs, during training, with the rights of
+the training job. It can do anything the job can: read the SFT weights and training pairs, burn
+its CPU/memory/time budget, write its output folder, and write whatever it likes as its "loss log"
+or "weights". So the job is trusted with nothing that decides fitness:
+
+* the job writes only the policy weights (``policy.safetensors``: tensors, no pickle) and its
+  loss log to a fresh folder; the trusted parent ignores everything else there;
+* the parent rebuilds the model from the task's own SFT config and loads those tensors with
+  ``strict=True`` (names and shapes must match exactly: no extra code or config is taken from
+  the job), then computes the metrics itself with :func:`inner_loop.metrics.evaluate_policy`;
+* the loss log is reported as the job's claim; it feeds no score. Non-finite weights fail the
+  candidate (a NaN that escaped the job's own check).
+
+Not protected against: a candidate that trains a policy to game the gold reward (that is the
+search working, and the held-out evaluation's job to catch); in ``"process"`` mode, anything a
+same-uid process can do (read files, open sockets); kernel or torch exploits in any mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ISOLATIONS = ("auto", "none", "process", "sandbox")
+RUNNER_OPTIONS = ("memory_mb", "eval_kwargs")  # overrides that configure the runner itself
+WEIGHTS = "policy.safetensors"
+JOB_RESULT = "job.json"
+MAX_OUTPUT_BYTES = 16 * 2**30  # RLIMIT_FSIZE of an isolated job
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """One candidate's outcome. ``status`` is "done" or "failed"; a failure has a ``reason``."""
+
+    status: str
+    reason: str | None = None
+    metrics: dict | None = None          # reward, reward_se, kl, win_rate, ... (trusted parent)
+    losses: list[float] = dataclasses.field(default_factory=list)  # per optimizer step (job's log)
+    steps: int = 0                       # optimizer steps completed
+    seconds: dict = dataclasses.field(default_factory=dict)  # train, eval, total
+    config: dict = dataclasses.field(default_factory=dict)   # resolved: reproduces the run
+    step: int | None = None              # the step a failure happened at, when known
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _failed(reason: str, **kw) -> TrainResult:
+    return TrainResult(status="failed", reason=reason, **kw)
+
+
+# -- the job: runs wherever the isolation puts it, takes and returns JSON only --------------------
+
+def train_job(spec: dict) -> dict:
+    """Train one candidate as ``spec`` says; write weights + loss log to ``spec["out"]``; return
+    the outcome as JSON-able dict. Runs the candidate's code: call it only inside isolation."""
+    from inner_loop.tasks import get_task
+    from inner_loop.trainer import TrainConfig, train_objective
+    import objectives
+
+    out = Path(spec["out"])
+    task = get_task(spec["task"], progress=False, **spec.get("task_overrides", {}))
+    try:
+        objective = objectives.load(spec["objective"])
+    except objectives.ObjectiveError as err:
+        result = {"status": "failed", "reason": f"objective did not load: {err}", "losses": [], "steps": 0}
+    else:
+        model = task.load_sft()
+        outcome = train_objective(model, task.tokenizer, task.train_pairs, objective,
+                                  TrainConfig(**spec["train"]), progress=spec.get("progress", False))
+        result = {"status": outcome.status, "reason": outcome.reason, "step": outcome.step,
+                  "losses": outcome.losses, "steps": outcome.steps, "train_seconds": outcome.seconds}
+        if outcome.status == "done":
+            from safetensors.torch import save_file
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(_untie(state), str(out / WEIGHTS))
+    (out / JOB_RESULT).write_text(json.dumps(result))
+    return result
+
+
+def _untie(state: dict) -> dict:
+    """safetensors refuses shared storage (tied embeddings): keep the first name of each tensor."""
+    seen, kept = set(), {}
+    for k, v in state.items():
+        key = (v.data_ptr(), v.shape, v.stride())
+        if key not in seen:
+            seen.add(key)
+            kept[k] = v
+    return kept
+
+
+# -- isolation back ends ------------------------------------------------------------------------
+
+def _sandbox_available() -> bool:
+    try:
+        import objectives.sandbox  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _fresh_job_dir(world_writable: bool) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="disco-job-"))
+    if world_writable:  # the sandbox child runs as uid 65534 and must write here; nothing else does
+        path.chmod(0o777)
+    return path
+
+
+def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bool) -> dict:
+    job = Path(spec["out"])
+    (job / "spec.json").write_text(json.dumps(spec))
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(job), "PYTHONPATH": str(REPO),
+           "LANG": "C.UTF-8", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HOME": str(job / "hf"), "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "" if progress else "1"}
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    cmd = [sys.executable, "-m", "inner_loop.runner", "--job", str(job / "spec.json")]
+    if memory_mb:
+        cmd += ["--memory-mb", str(int(memory_mb))]
+    with open(job / "stderr.log", "wb") as err_log:
+        proc = subprocess.Popen(cmd, cwd=str(job), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=None if progress else err_log, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"status": "failed", "reason": f"timeout: job killed after {timeout:g} s"}
+    result_file = job / JOB_RESULT
+    if rc == 0 and result_file.is_file():
+        return json.loads(result_file.read_text())
+    tail = (job / "stderr.log").read_text(errors="replace")[-600:] if not progress else ""
+    if rc < 0:
+        name = signal.Signals(-rc).name
+        hint = " (likely out of memory)" if -rc == signal.SIGKILL else ""
+        return {"status": "failed", "reason": f"job killed by {name}{hint}"}
+    if "MemoryError" in tail or "can't allocate memory" in tail or "out of memory" in tail:
+        return {"status": "failed", "reason": f"out of memory: {tail.strip().splitlines()[-1][:200]}"}
+    last = tail.strip().splitlines()[-1] if tail.strip() else ""
+    return {"status": "failed", "reason": f"job exited with code {rc}: {last[:300]}"}
+
+
+def _run_sandbox(spec: dict, timeout: float, memory_mb: int | None) -> dict:
+    from objectives import sandbox
+    kwargs = {"timeout": timeout}
+    if memory_mb:
+        kwargs["memory_mb"] = int(memory_mb)
+    try:
+        return sandbox.call("inner_loop.runner:train_job", spec, **kwargs)
+    except sandbox.SandboxError as err:
+        kind = getattr(err, "kind", "error")
+        reason = getattr(err, "reason", str(err))
+        return {"status": "failed", "reason": f"sandbox {kind}: {reason}"}
+
+
+def _load_policy(task, job: Path):
+    """The trusted side: the task's own SFT architecture + the job's tensors, strictly."""
+    import torch
+    from safetensors.torch import load_file
+    model = task.load_sft()
+    state = load_file(str(job / WEIGHTS))
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise ValueError("non-finite weights")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    current = model.state_dict()
+    loaded = {current[k].data_ptr() for k in state if k in current}
+    untied = [k for k in missing if current[k].data_ptr() not in loaded]  # tied copies are fine
+    if untied or unexpected:
+        raise ValueError(f"weights do not match the SFT model: missing {sorted(untied)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]}")
+    return model
+
+
+# -- the entry point ------------------------------------------------------------------------------
+
+def split_overrides(overrides: dict) -> tuple[dict, dict, dict]:
+    """(training overrides, task overrides, runner options): TrainConfig fields train, runner
+    options configure the runner, everything else goes to the task's builder."""
+    from inner_loop.trainer import TrainConfig
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"beta", "seed"}
+    train = {k: v for k, v in overrides.items() if k in fields}
+    runner = {k: v for k, v in overrides.items() if k in RUNNER_OPTIONS}
+    task = {k: v for k, v in overrides.items() if k not in fields and k not in RUNNER_OPTIONS}
+    return train, task, runner
+
+
+def _read_objective(objective: str) -> tuple[str, bool]:
+    """(source or name, is_registry_name); a path is read here (the sandbox may not see it)."""
+    from objectives.baselines import REGISTRY
+    if objective in REGISTRY:
+        return objective, True
+    if "\n" not in objective and objective.endswith(".py"):
+        path = Path(objective)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such objective file: {objective}")
+        return path.read_text(), False
+    if "def " not in objective:
+        REGISTRY.get(objective)  # raises KeyError with a "did you mean"
+    return objective, False
+
+
+def run_candidate(objective: str, task: str = "synthetic", beta: float | None = None, seed: int = 0,
+                  out_dir: str | None = None, isolation: str = "auto", timeout: float = 600.0,
+                  progress: bool = False, **overrides: Any) -> TrainResult:
+    """Train the task's SFT policy with ``objective`` (a registry name, a ``.py`` path or source)
+    and score it; see the module docstring for isolation and the threat model. ``overrides``:
+    TrainConfig fields (learning_rate, max_steps, batch_size, ...), ``memory_mb`` and
+    ``eval_kwargs`` for the runner, anything else for the task's builder."""
+    from dataclasses import asdict
+
+    from inner_loop.tasks import get_task
+    from inner_loop.trainer import TrainConfig
+
+    start = time.perf_counter()
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+    train_over, task_over, runner_opts = split_overrides(overrides)
+    try:
+        code, is_name = _read_objective(objective)
+    except (KeyError, FileNotFoundError) as err:
+        return _failed(f"unknown objective: {err}", config={"objective": objective, "task": task})
+    mode = isolation
+    if mode == "auto":
+        mode = "none" if is_name else ("sandbox" if _sandbox_available() else "process")
+        if mode == "process":
+            log.warning("objectives.sandbox is not available: running candidate code in a plain child process")
+    task_obj = get_task(task, progress=progress, **task_over)
+    defaults = dict(getattr(task_obj, "train_defaults", {}) or {})
+    train_cfg = TrainConfig(**{**defaults, **train_over, "beta": task_obj.beta if beta is None else beta,
+                               "seed": seed})
+    task_config = getattr(task_obj, "config", None)
+    config = {"objective": objective if is_name else "<source>", "objective_source": None if is_name else code,
+              "task": task, "task_overrides": task_over,
+              "task_config": asdict(task_config) if dataclasses.is_dataclass(task_config) else None,
+              "train": asdict(train_cfg), "isolation": mode, "timeout": timeout, **runner_opts}
+    seconds: dict = {}
+
+    if mode == "none":
+        outcome, policy = _train_here(code, task_obj, train_cfg, timeout, progress)
+    else:
+        job = _fresh_job_dir(world_writable=(mode == "sandbox"))
+        spec = {"objective": code, "task": task, "task_overrides": task_over, "train": asdict(train_cfg),
+                "out": str(job), "progress": progress}
+        try:
+            if mode == "process":
+                outcome = _run_process(spec, timeout, runner_opts.get("memory_mb"), progress)
+            else:
+                outcome = _run_sandbox(spec, timeout, runner_opts.get("memory_mb"))
+            policy = None
+            if outcome.get("status") == "done":
+                try:
+                    policy = _load_policy(task_obj, job)
+                except Exception as err:  # noqa: BLE001 - bad weights are the candidate's failure
+                    outcome = {**outcome, "status": "failed", "reason": f"unusable weights: {err}"}
+        finally:
+            shutil.rmtree(job, ignore_errors=True)
+    seconds["train"] = float(outcome.get("train_seconds") or 0.0)
+    losses = [float(x) for x in outcome.get("losses", [])][:1_000_000]
+    common = dict(losses=losses, steps=int(outcome.get("steps") or 0), config=config,
+                  step=outcome.get("step"), seconds=seconds)
+    if outcome.get("status") != "done":
+        seconds["total"] = time.perf_counter() - start
+        result = _failed(str(outcome.get("reason") or "failed")[:1000], **common)
+    else:
+        t = time.perf_counter()
+        metrics = _evaluate(policy, task_obj, seed, runner_opts.get("eval_kwargs") or {})
+        seconds["eval"] = time.perf_counter() - t
+        seconds["total"] = time.perf_counter() - start
+        result = TrainResult(status="done", metrics=metrics, **common)
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    return result
+
+
+def _train_here(code: str, task_obj, train_cfg, timeout: float, progress: bool):
+    import objectives
+    from inner_loop.trainer import train_objective
+    try:
+        objective = objectives.load(code)
+    except objectives.ObjectiveError as err:
+        return {"status": "failed", "reason": f"objective did not load: {err}"}, None
+    model = task_obj.load_sft()
+    out = train_objective(model, task_obj.tokenizer, task_obj.train_pairs, objective, train_cfg,
+                          progress=progress, time_limit=timeout)
+    return ({"status": out.status, "reason": out.reason, "step": out.step, "losses": out.losses,
+             "steps": out.steps, "train_seconds": out.seconds}, model if out.status == "done" else None)
+
+
+def _evaluate(policy, task_obj, seed: int, eval_kwargs: dict) -> dict:
+    import inspect
+
+    from inner_loop.metrics import evaluate_policy
+    kwargs = dict(eval_kwargs)
+    if "seed" in inspect.signature(evaluate_policy).parameters:
+        kwargs.setdefault("seed", seed)
+    policy.eval()
+    return evaluate_policy(policy, task_obj, **kwargs)
+
+
+def _child_main(argv: list[str] | None = None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(description="run one training job (used by run_candidate's process isolation)")
+    p.add_argument("--job", required=True, help="spec.json written by run_candidate")
+    p.add_argument("--memory-mb", type=int, default=None, help="address-space budget above the current size")
+    args = p.parse_args(argv)
+    spec = json.loads(Path(args.job).read_text())
+    import torch  # noqa: F401 - imported before the address-space limit: torch maps a lot at import
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT_BYTES, MAX_OUTPUT_BYTES))
+    if args.memory_mb:
+        with open("/proc/self/statm") as f:
+            current = int(f.read().split()[0]) * resource.getpagesize()
+        limit = current + args.memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    train_job(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())
