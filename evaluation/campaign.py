@@ -11,10 +11,11 @@ import dataclasses
 import math
 from pathlib import Path
 
-SEED_KEYS = ("seeds", "train_seeds", "eval_seeds", "seed", "train_seed")
-BETA_KEYS = ("betas", "beta")
-TASK_KEYS = ("tasks", "task")
-OVERRIDE_KEYS = ("task_overrides", "overrides")
+# discovery.config.CampaignConfig field names; the fallbacks keep older archives readable
+SEED_KEYS = ("seeds", "train_seeds")   # training seeds ("seed" alone is the proposer's)
+BETA_KEYS = ("beta", "betas")
+TASK_KEYS = ("task", "tasks")
+OVERRIDE_KEYS = ("train_overrides", "task_overrides", "overrides")
 
 
 @dataclasses.dataclass
@@ -81,17 +82,18 @@ def find_all(config, keys) -> list:
 
 
 def used_settings(config: dict) -> dict:
-    """What the search trained on: ``{"tasks": [(name, overrides)], "seeds": set, "betas": set}``.
+    """What the search trained on: task names, the overrides every run got, seeds and betas.
 
-    Seeds are collected from every seed-like field (a proposer's seed included): erring towards
-    "used" only makes the held-out set stricter.
+    ``{"tasks": [name, ...], "overrides": sorted (key, value) pairs, "seeds": set, "betas": set}``;
+    an empty ``betas`` means the task's default beta was used.
     """
     tasks = [t for t in find_all(config, TASK_KEYS) if isinstance(t, str)] or ["synthetic"]
     overrides = find_key(config, OVERRIDE_KEYS) or {}
-    overrides = tuple(sorted(overrides.items())) if isinstance(overrides, dict) else ()
-    seeds = {int(s) for s in find_all(config, SEED_KEYS) if isinstance(s, (int, float))}
-    betas = {float(b) for b in find_all(config, BETA_KEYS) if isinstance(b, (int, float))}
-    return {"tasks": [(t, overrides) for t in dict.fromkeys(tasks)], "seeds": seeds or {0}, "betas": betas}
+    seeds = find_all(config, SEED_KEYS) or find_all(config, ("seed",)) or [0]
+    return {"tasks": list(dict.fromkeys(tasks)),
+            "overrides": tuple(sorted(overrides.items())) if isinstance(overrides, dict) else (),
+            "seeds": {int(s) for s in seeds if isinstance(s, (int, float))},
+            "betas": {float(b) for b in find_all(config, BETA_KEYS) if isinstance(b, (int, float))}}
 
 
 def _finite(v) -> bool:

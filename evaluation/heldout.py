@@ -50,22 +50,28 @@ def parse_task(text: str) -> tuple[str, tuple]:
 
 
 def plan_settings(used: dict, *, tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-                  betas: Sequence[float] | None = None, allow_used: bool = False
+                  betas: Sequence[float] | None = None, overrides: tuple = (), allow_used: bool = False
                   ) -> tuple[list[Setting], list[Setting], list[str]]:
-    """(settings to run, used settings dropped, warnings) for the requested grid."""
-    variants = [parse_task(t) for t in tasks] if tasks else list(used["tasks"])
+    """(settings to run, used settings dropped, warnings) for the requested grid.
+
+    Every setting starts from the overrides the search used (its training budget), then a task
+    variant's own overrides, then ``overrides`` (``--set``): any of them makes a setting new.
+    """
+    variants = [parse_task(t) for t in tasks] if tasks else [(t, ()) for t in used["tasks"]]
     if seeds is None:
         free = (s for s in itertools.count() if s not in used["seeds"])
         seeds = list(itertools.islice(free, N_DEFAULT_SEEDS))
     if betas is None:
         betas = sorted(used["betas"]) or [None]
-    used_variants = {(t, tuple(o)) for t, o in used["tasks"]}
+    base = dict(used["overrides"])
 
     def is_used(s: Setting) -> bool:
         beta_used = (s.beta in used["betas"]) if used["betas"] else s.beta is None
-        return (s.task, s.overrides) in used_variants and s.seed in used["seeds"] and beta_used
+        return (s.task in used["tasks"] and s.overrides == tuple(used["overrides"]) and s.seed in used["seeds"]
+                and beta_used)
 
-    grid = [Setting(seed=int(seed), task=t, beta=None if b is None else float(b), overrides=o)
+    grid = [Setting(seed=int(seed), task=t, beta=None if b is None else float(b),
+                    overrides=tuple(sorted({**base, **dict(o), **dict(overrides)}.items())))
             for (t, o), b, seed in itertools.product(variants, betas, seeds)]
     dropped = [s for s in grid if is_used(s)]
     warnings = []
@@ -105,8 +111,8 @@ class HeldoutResult:
     def to_dict(self) -> dict:
         return jsonable({
             "command": "heldout", "metric": self.metric, "candidates": self.candidates,
-            "used": {"tasks": [[t, dict(o)] for t, o in self.used["tasks"]], "seeds": sorted(self.used["seeds"]),
-                     "betas": sorted(self.used["betas"])},
+            "used": {"tasks": self.used["tasks"], "overrides": dict(self.used["overrides"]),
+                     "seeds": sorted(self.used["seeds"]), "betas": sorted(self.used["betas"])},
             "settings": [s.to_dict() for s in self.settings], "dropped": [s.to_dict() for s in self.dropped],
             "warnings": self.warnings, "table": self.table.to_dict(),
             "per_setting": {k: t.to_dict() for k, t in self.per_setting.items()},
@@ -125,12 +131,10 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
         raise HeldoutError(f"{directory}: no finished candidate with a fitness to evaluate")
     metric = metric or campaign.metric
     used = used_settings(campaign.config)
-    settings, dropped, warnings = plan_settings(used, tasks=tasks, seeds=seeds, betas=betas, allow_used=allow_used)
+    settings, dropped, warnings = plan_settings(used, tasks=tasks, seeds=seeds, betas=betas, overrides=overrides,
+                                                allow_used=allow_used)
     for w in warnings:
         (log or print)(f"warning: {w}")
-    if overrides:
-        settings = [dataclasses.replace(s, overrides=tuple(sorted({**dict(s.overrides), **dict(overrides)}.items())))
-                    for s in settings]
 
     objectives: dict[str, str] = {}
     candidates = []

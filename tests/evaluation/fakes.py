@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 
 # the "true" win rate of each objective; a seed adds the same offset to every objective
-QUALITY = {"dpo": 0.60, "ipo": 0.55, "lrml": 0.62, "good": 0.70}
+QUALITY = {"dpo": 0.60, "ipo": 0.55, "lrml": 0.62, "good": 0.70, "meh": 0.58}
 SEED_EFFECT = {0: 0.00, 1: 0.05, 2: -0.04, 3: 0.02, 4: -0.01, 5: 0.03, 1000: 0.01, 1001: -0.02}
 
 
