@@ -1,0 +1,122 @@
+"""objectives.symbolic: code -> sympy by walking the AST, in z = beta * rho, never running the code."""
+
+import builtins
+
+import pytest
+import sympy
+
+from objectives import ObjectiveError
+from objectives.symbolic import BETA, Z, translate
+
+LOG1PEXP = sympy.log(1 + sympy.exp(-Z))  # -logsigmoid(z)
+
+
+def _same(a, b) -> bool:
+    return sympy.simplify(a - b) == 0
+
+
+def test_registry_dpo_is_softplus_of_minus_z():
+    """DPO Eq. 7: -log sigmoid(beta*rho) = log(1 + e^{-z}), a function of z alone."""
+    t = translate("dpo")
+    assert t.pointwise and t.beta_free
+    assert _same(t.expr, LOG1PEXP)
+    assert t.latex == r"\log{\left(1 + e^{- z} \right)}"
+
+
+def test_registry_lrml_inlines_margin_and_tau():
+    """LRML with tau = 0.05: gate s(z/0.05) = 1/(1 + e^{-20 z});
+    f = log(1 + e^{-z}) (1 - gate) + e^{-z} gate. margin() and LRML_TAU come from trusted modules."""
+    t = translate("lrml")
+    gate = 1 / (1 + sympy.exp(-20 * Z))
+    assert t.beta_free
+    assert _same(t.expr, LOG1PEXP * (1 - gate) + sympy.exp(-Z) * gate)
+
+
+def test_ipo_keeps_beta_as_a_parameter():
+    """IPO: (rho - 1/(2 beta))^2 = (z/beta - 1/(2 beta))^2 depends on beta beyond z."""
+    t = translate("ipo")
+    assert t.pointwise and not t.beta_free
+    assert _same(t.expr, (Z / BETA - 1 / (2 * BETA)) ** 2)
+    assert _same(t.at_beta(0.5), (2 * Z - 1) ** 2)  # (2z - 1)^2 at beta = 1/2
+
+
+METHOD_LRML = '''
+def log_ratio_modulated_loss(self, policy_chosen_logps, policy_rejected_logps,
+                             reference_chosen_logps, reference_rejected_logps):
+    pi_logratios = policy_chosen_logps - policy_rejected_logps
+    ref_logratios = reference_chosen_logps - reference_rejected_logps
+    logits = pi_logratios - ref_logratios
+    logits = logits * self.beta
+    log_ratio_modulation = torch.sigmoid(logits / 0.05)
+    logistic_component = -F.logsigmoid(logits)
+    exp_component = torch.exp(-logits)
+    losses = logistic_component * (1 - log_ratio_modulation) + exp_component * log_ratio_modulation
+    return losses
+'''
+
+
+def test_method_form_with_self_beta_matches_the_registry():
+    assert _same(translate(METHOD_LRML).expr, translate("lrml").expr)
+
+
+def test_five_argument_form_reduces_to_rho_when_only_rho_appears():
+    """beta*(pc - rc) - beta*(pr - rr) = beta*rho = z: products must be distributed to see it."""
+    t = translate("def f(pc, pr, rc, rr, beta):\n    return beta * (pc - rc) - beta * (pr - rr)\n")
+    assert t.pointwise and t.expr == Z
+
+
+def test_logratio_loss_is_translated_but_not_pointwise():
+    t = translate("bco_pair")
+    assert t.variable == "logps" and not t.pointwise
+    assert "not pointwise" in t.reason
+
+
+@pytest.mark.parametrize("body,expected", [
+    ("F.softplus(-beta * rho)", LOG1PEXP),
+    ("torch.relu(1 - beta * rho)", sympy.Max(0, 1 - Z)),
+    ("(beta * rho).clamp(min=-1, max=2)", sympy.Min(2, sympy.Max(-1, Z))),
+    ("torch.where(beta * rho > 0, torch.exp(-beta * rho), 1 - beta * rho)",
+     sympy.Piecewise((sympy.exp(-Z), Z > 0), (1 - Z, True))),
+    ("torch.log1p(torch.exp(-beta * rho)) + math.pi", LOG1PEXP + sympy.pi),
+    ("torch.maximum(beta * rho, (beta * rho) ** 2).abs()", sympy.Abs(sympy.Max(Z, Z ** 2))),
+    ("torch.tanh(beta * rho).pow(2)", sympy.tanh(Z) ** 2),
+])
+def test_torch_operations_map_to_sympy(body, expected):
+    t = translate(f"def f(rho, beta):\n    return {body}\n")
+    assert t.pointwise, t.reason
+    assert t.expr == expected
+
+
+def test_imported_aliases_are_followed():
+    src = ("import torch.nn.functional as G\nfrom math import log\n"
+           "def f(rho, beta):\n    z = beta * rho\n    return -G.logsigmoid(z) + log(2)\n")
+    assert _same(translate(src).expr, LOG1PEXP + sympy.log(2))
+
+
+@pytest.mark.parametrize("body,reason,line", [
+    ("    out = rho\n    for i in range(3):\n        out = out + 1\n    return out", "For", 3),
+    ("    return (beta * rho).detach()", "detach", 2),
+    ("    return (beta * rho).mean() - beta * rho", "batch", 2),
+    ("    return rho ** 10 ** 10", "exponent", 2),
+    ("    return rho[0]", "Subscript", 2),
+])
+def test_untranslatable_code_says_why_and_where(body, reason, line):
+    t = translate(f"def f(rho, beta):\n{body}\n")
+    assert t.expr is None and t.variable == ""
+    assert reason in t.reason and t.line == line
+
+
+def test_refused_code_raises_before_translation():
+    with pytest.raises(ObjectiveError, match="not allowed"):
+        translate("import os\ndef f(rho, beta):\n    return rho\n")
+
+
+def test_translation_never_executes_the_candidate(monkeypatch):
+    """exec, eval and the loader's compile_function are made to fail: translation needs none of them
+    (compile() itself stays: ast.parse uses it to build the tree, which runs nothing)."""
+    def refuse(*a, **k):
+        raise AssertionError("translate() executed code")
+    for name in ("exec", "eval"):
+        monkeypatch.setattr(builtins, name, refuse)
+    monkeypatch.setattr("objectives.execution.compile_function", refuse)
+    assert translate(METHOD_LRML).pointwise
