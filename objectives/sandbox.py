@@ -1,0 +1,588 @@
+"""Run a trusted function of this project on untrusted input (LLM-written losses) in an isolated child.
+
+``call("objectives.checks:run_checks", source, 0.1)`` imports the named function in a warm worker
+(a "zygote" that has imported torch and nothing else ran), forks one child per call, locks the
+child down, calls the function there and returns its JSON result. Failures raise
+:class:`SandboxError` with ``kind`` in timeout / memory / crash / error / refused.
+
+Threat model
+------------
+The adversary is the code of a candidate objective: written by a language model that may be wrong,
+wasteful, or (through prompt injection or plain luck) hostile. It runs only in the child. Before it
+runs, the child (as root, then not) sets up these layers; :func:`layers` and every
+:class:`Outcome` say which of them actually ran:
+
+* ``process``: a fork per call, so nothing the code does (monkeypatching ``F.logsigmoid``,
+  leaked state) reaches the next call; results come back as one JSON line on a pipe, never pickle.
+* ``rlimits``: address space (current + ``memory_mb``), CPU seconds, processes, file size, open
+  files, no core files. A wall-clock deadline is enforced from outside with SIGKILL.
+* ``pidns``: the child is PID 1 of a new PID namespace, so killing it kills every process it made,
+  even ones that called setsid(); without it the child's process group is killed instead.
+* ``netns``: a new network namespace with no interface up: no network, not even loopback.
+  ``ipcns``/``utsns``: System V IPC and host name are private too.
+* ``private-tmp``: a mount namespace with fresh size-limited tmpfs over /tmp, /var/tmp, /dev/shm,
+  /run/lock (the world-writable places), gone when the child dies; ``private-proc``: a /proc that
+  shows only the sandbox's processes; ``private-root``: /root replaced by a tmpfs that holds only
+  the read-only Python installation (so the stdlib can be imported and nothing else is visible).
+* ``uid-drop``: uid/gid 65534 with no groups; the file system then protects everything root owns,
+  and RLIMIT_NPROC binds (it does not bind root).
+* ``clean-env``: the zygote is started with a scrubbed environment (so even /proc/self/environ
+  holds no secret) and the child empties ``os.environ``; the parent's OPENAI_API_KEY never
+  reaches it. As uid 65534 it cannot read other processes' /proc/<pid>/environ either.
+* ``seccomp`` (if the ``pyseccomp`` package and libseccomp are present) with ``no-new-privs``:
+  sockets, exec, ptrace, mount, namespaces, kernel keyrings, bpf and module loading fail with EPERM.
+
+Not protected against: kernel exploits (one kernel is shared, this is no VM, and the seccomp filter
+is a deny-list); reading world-readable files (the repository's own code, /etc/passwd); CPU, cache
+and timing side channels; the child's own answer, which is data it controls: code that escapes
+the AST screen can forge whatever the child reports, a validation verdict included, so treat every
+result as untrusted data and compute fitness in a trusted process. The child inherits a copy of
+the zygote's memory, which holds no secret but may hold earlier requests (earlier candidates'
+code). Without root or namespaces (e.g. CI runners that forbid them) fewer layers run; the ones
+that did are reported, never assumed. The AST screen (:mod:`objectives.screen`) is a fast filter
+for useful error messages, not a boundary.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import dataclasses
+import importlib
+import json
+import math
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+KINDS = ("timeout", "memory", "crash", "error", "refused")
+NOBODY = 65534  # uid and gid of the child
+MAX_PROCESSES = 32  # RLIMIT_NPROC for uid 65534 (threads count too)
+MAX_FILE_BYTES = 64 << 20  # RLIMIT_FSIZE
+MAX_OPEN_FILES = 256
+MAX_RESULT_BYTES = 32 << 20  # a bigger answer is treated as a crash
+TMPFS_MB = 256  # size of each private tmpfs
+PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+PRELOAD = ("json", "socket", "encodings.idna", "traceback", "torch", "torch.nn.functional",
+           "objectives.checks", "pyseccomp")  # imported by the zygote, so every fork has them
+DENIED_SYSCALLS = (
+    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "execve", "execveat",
+    "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "pivot_root", "chroot",
+    "unshare", "setns", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
+    "userfaultfd", "init_module", "finit_module", "delete_module", "kexec_load", "reboot",
+    "swapon", "swapoff", "io_uring_setup", "open_by_handle_at", "name_to_handle_at")
+REPO = str(Path(__file__).resolve().parents[1])
+
+_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+_CLONE_NEWPID, _CLONE_NEWNET, _CLONE_NEWUSER = 0x20000000, 0x40000000, 0x10000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 0x4000, 1 << 18
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SandboxError(RuntimeError):
+    """A sandboxed call failed; ``kind`` is one of :data:`KINDS`, ``reason`` says why in words."""
+
+    def __init__(self, reason: str, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"unknown SandboxError kind {kind!r}")
+        self.reason, self.kind = reason, kind
+        super().__init__(f"{kind}: {reason}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a sandboxed call returned, which isolation layers it ran under, and how long it took."""
+
+    value: object
+    layers: tuple[str, ...]
+    seconds: float
+
+
+# -- the host side --------------------------------------------------------------------------------
+
+def call(target: str, *args, timeout: float = 10.0, memory_mb: int | None = 2048, cold: bool = False,
+         writable: tuple[str, ...] = (), **kwargs):
+    """Call ``target`` ("module.path:function", trusted code of this project) in an isolated child.
+
+    ``args``/``kwargs`` and the return value must be JSON-serialisable. ``memory_mb`` is the
+    address space allowed on top of what the child starts with (None: no limit, e.g. for CUDA).
+    ``writable``: existing directories the child may write to besides its own temporary folder
+    (they stay visible inside the private /tmp). ``cold=True`` pays for a fresh ``python -c``
+    process instead of forking the warm zygote (same limits; for benchmarks).
+    """
+    return run(target, *args, timeout=timeout, memory_mb=memory_mb, cold=cold, writable=writable,
+               **kwargs).value
+
+
+def run(target: str, *args, timeout: float = 10.0, memory_mb: int | None = 2048, cold: bool = False,
+        writable: tuple[str, ...] = (), **kwargs) -> Outcome:
+    """Like :func:`call`, but return an :class:`Outcome` with the layers that ran."""
+    request = _request(target, args, kwargs, timeout, memory_mb, writable)
+    response = _cold(request, timeout) if cold else _POOL.submit(request, timeout)
+    layers = tuple(str(x) for x in response.get("layers") or ())
+    if response.get("ok") is True:
+        return Outcome(response.get("value"), layers, float(response.get("seconds") or 0.0))
+    kind = response.get("kind") if response.get("kind") in KINDS else "crash"
+    raise SandboxError(str(response.get("reason") or "no reason given"), kind)
+
+
+_LAYERS: list[str] | None = None
+
+
+def layers() -> list[str]:
+    """The isolation layers a sandboxed call gets on this machine (measured once, by a probe call)."""
+    global _LAYERS
+    if _LAYERS is None:
+        _LAYERS = list(run("objectives.sandbox:probe", timeout=30.0).layers)
+    return list(_LAYERS)
+
+
+def probe() -> dict:
+    """A trusted no-op target: who and where the child is."""
+    return {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(), "cwd": os.getcwd()}
+
+
+def _request(target, args, kwargs, timeout, memory_mb, writable) -> bytes:
+    if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
+        raise SandboxError(f"target must be 'module.path:function', got {target!r}", "refused")
+    if not timeout or timeout <= 0:
+        raise SandboxError(f"timeout must be positive, got {timeout!r}", "refused")
+    if isinstance(writable, str):
+        writable = (writable,)
+    for path in writable:
+        if not os.path.isdir(path):
+            raise SandboxError(f"writable path {path!r} is not an existing directory", "refused")
+    path = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+    try:
+        line = json.dumps({"target": target, "args": list(args), "kwargs": kwargs,
+                           "timeout": float(timeout), "memory_mb": memory_mb, "path": path,
+                           "writable": [os.path.abspath(p) for p in writable]})
+    except (TypeError, ValueError) as err:
+        raise SandboxError(f"arguments must be JSON-serialisable: {err}", "refused") from None
+    return line.encode() + b"\n"
+
+
+def _clean_env() -> dict:
+    """The zygote's whole environment: nothing of the caller's (no API keys), one thread."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": REPO,
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+
+
+def _command(once: bool) -> list[str]:
+    return [sys.executable, "-c", f"from objectives.sandbox import serve; serve(once={once})"]
+
+
+class _Lines:
+    """Newline-delimited JSON from a file descriptor, with deadlines and a size cap."""
+
+    def __init__(self, fd: int, limit: int = MAX_RESULT_BYTES):
+        self.fd, self.limit, self.buf, self.eof = fd, limit, b"", False
+
+    def next(self, deadline: float | None = None) -> dict | None:
+        """The next JSON line; None at end of file; TimeoutError past ``deadline``."""
+        while b"\n" not in self.buf:
+            if self.eof:
+                return None
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            if not poller.poll(None if wait is None else wait * 1000):
+                raise TimeoutError
+            chunk = os.read(self.fd, 1 << 16)
+            self.eof = not chunk
+            self.buf += chunk
+            if len(self.buf) > self.limit:
+                raise OverflowError(f"more than {self.limit} bytes")
+        line, _, self.buf = self.buf.partition(b"\n")
+        return json.loads(line)
+
+
+class _Pool:
+    """One warm zygote per host process, started on first use and stopped at exit."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.lines: _Lines | None = None
+        self.owner = 0
+
+    def start(self) -> None:
+        self.stop()
+        self.proc = subprocess.Popen(_command(once=False), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=_clean_env(), cwd=REPO, start_new_session=True, close_fds=True)
+        self.owner = os.getpid()
+        self.lines = _Lines(self.proc.stdout.fileno())
+        try:
+            hello = self.lines.next(time.monotonic() + 300)
+        except (TimeoutError, ValueError, OverflowError):
+            hello = None
+        if not hello or not hello.get("ready"):
+            self.stop()
+            raise SandboxError("the sandbox worker did not start", "crash")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or self.owner != os.getpid():
+            return
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            _kill_group(proc.pid)
+            proc.wait()
+        proc.stdout.close()
+
+    def submit(self, request: bytes, timeout: float) -> dict:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None or self.owner != os.getpid():
+                self.start()
+            child = None
+            try:
+                self.proc.stdin.write(request)
+                self.proc.stdin.flush()
+                # the zygote enforces `timeout` itself; this backstop covers a zygote that hangs
+                deadline = time.monotonic() + timeout + 60
+                while True:
+                    msg = self.lines.next(deadline)
+                    if msg is None:
+                        raise EOFError
+                    if "started" in msg:
+                        child = int(msg["started"])
+                        continue
+                    return msg
+            except (TimeoutError, EOFError, OSError, ValueError, OverflowError) as err:
+                for pid in (child, self.proc.pid):
+                    if pid:
+                        _kill_group(pid)
+                self.proc.wait()
+                self.proc = None
+                hung = isinstance(err, TimeoutError)
+                raise SandboxError(f"the sandbox worker {'stopped answering' if hung else 'died'} "
+                                   f"({type(err).__name__}); it will be restarted",
+                                   "timeout" if hung else "crash") from None
+
+
+def _cold(request: bytes, timeout: float) -> dict:
+    proc = subprocess.Popen(_command(once=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=_clean_env(), cwd=REPO, start_new_session=True, close_fds=True)
+    try:
+        out, _ = proc.communicate(request, timeout=timeout + 300)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.communicate()
+        raise SandboxError("the cold sandbox process did not finish", "timeout") from None
+    for line in reversed(out.splitlines()):
+        msg = json.loads(line)
+        if "ok" in msg:
+            return msg
+    raise SandboxError(f"the cold sandbox process exited with {proc.returncode} and no answer", "crash")
+
+
+def _kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+_POOL = _Pool()
+atexit.register(_POOL.stop)
+
+
+# -- the zygote -----------------------------------------------------------------------------------
+
+def serve(once: bool = False) -> None:
+    """The zygote's loop: one JSON request per line on stdin, one JSON answer per line on stdout."""
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # a stray print() in some import must not corrupt the protocol
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    pidns = None
+    if os.geteuid() == 0:
+        try:
+            pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        except OSError:
+            pass
+    _send(proto_out, {"ready": True, "pid": os.getpid()})
+    requests = _Lines(proto_in, limit=1 << 30)
+    while True:
+        request = requests.next()
+        if request is None:
+            return
+        try:
+            answer = _handle(request, proto_out, pidns)
+        except Exception as err:  # noqa: BLE001 - the zygote must answer, whatever happened
+            answer = {"ok": False, "kind": "crash", "reason": f"sandbox worker: {type(err).__name__}: {err}"}
+        _send(proto_out, answer)
+        if once:
+            return
+
+
+def _send(fd: int, message: dict) -> None:
+    data = json.dumps(message).encode() + b"\n"
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _resolve(target: str, path: list[str]):
+    if path and path != sys.path:
+        sys.path[:] = path
+        importlib.invalidate_caches()
+    module, _, name = target.partition(":")
+    obj = importlib.import_module(module)  # trusted code, imported here so that forks share it
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target} is not callable")
+    return obj
+
+
+def _handle(request: dict, out: int, pidns: int | None) -> dict:
+    start = time.perf_counter()
+    try:
+        fn = _resolve(request["target"], request.get("path") or [])
+    except Exception as err:  # noqa: BLE001
+        return {"ok": False, "kind": "refused",
+                "reason": f"cannot import target {request.get('target')!r}: {type(err).__name__}: {err}"}
+    timeout = float(request["timeout"])
+    read_end, write_end = os.pipe()
+    new_pidns = pidns is not None and _libc.unshare(_CLONE_NEWPID) == 0
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child never returns from here
+            try:
+                os.close(read_end)
+                _child(fn, request, write_end)
+            finally:
+                os._exit(70)
+    finally:
+        if new_pidns and _libc.setns(pidns, _CLONE_NEWPID) != 0:
+            raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace failed")
+    os.close(write_end)
+    _send(out, {"started": pid})
+    lines, hello, result, failure = _Lines(read_end), None, None, None
+    deadline = time.monotonic() + timeout
+    try:
+        hello = lines.next(deadline)
+        if hello is not None and "ok" not in hello:
+            result = lines.next(deadline)
+        else:
+            hello, result = None, hello  # setup failed before the hello
+    except TimeoutError:
+        failure = ("timeout", f"no result within the wall-clock limit of {timeout:g} s; "
+                              "the child and all its processes were killed")
+    except (OverflowError, ValueError) as err:
+        failure = ("crash", f"the child's answer was not one JSON line ({type(err).__name__})")
+    _kill_group(pid)  # before reaping, so the pid cannot have been reused
+    _, status = os.waitpid(pid, 0)
+    os.close(read_end)
+    hello = hello or {}
+    tmpdir = str(hello.get("tmpdir") or "")
+    if tmpdir and not hello.get("private_tmp") and Path(tmpdir).name.startswith("disco-sbx-"):
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    answer = {"layers": hello.get("layers") or [], "seconds": time.perf_counter() - start}
+    if failure is None and isinstance(result, dict) and "ok" in result:
+        return {**result, **answer}
+    if failure is None:
+        failure = _classify_exit(status, timeout)
+    return {"ok": False, "kind": failure[0], "reason": failure[1], **answer}
+
+
+def _classify_exit(status: int, timeout: float) -> tuple[str, str]:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU:
+            return "timeout", f"the child used up its CPU-time limit (about {timeout:g} s)"
+        name = signal.Signals(sig).name
+        hint = " (out of memory?)" if sig == signal.SIGKILL else ""
+        return "crash", f"the child was killed by {name}{hint} before returning a result"
+    code = os.waitstatus_to_exitcode(status)
+    if code == 70:
+        return "crash", "the sandbox child failed before it could report (setup error)"
+    return "crash", f"the child exited with status {code} before returning a result"
+
+
+# -- the child ------------------------------------------------------------------------------------
+
+def _child(fn, request: dict, out: int) -> None:
+    """Lock this forked process down, then call ``fn``; write the hello line and the result line."""
+    layers = ["process"]
+    os.setsid()
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, out)
+    os.closerange(out + 1, 1 << 16)  # the zygote's pipes to the host are gone
+    root = os.geteuid() == 0
+    timeout, memory_mb = float(request["timeout"]), request.get("memory_mb")
+    try:
+        if os.getpid() == 1:
+            layers.append("pidns")
+        if root:
+            layers += _namespaces(request.get("writable") or [])
+        private_tmp = "private-tmp" in layers
+        tmpdir = tempfile.mkdtemp(prefix="disco-sbx-", dir="/tmp")
+        if root:
+            os.chown(tmpdir, NOBODY, NOBODY)
+        os.chdir(tmpdir)
+        os.umask(0o077)
+        os.environ.clear()
+        os.environ.update({"HOME": tmpdir, "TMPDIR": tmpdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        tempfile.tempdir = tmpdir
+        layers.append("clean-env")
+        _limits(timeout, memory_mb)
+        layers.append("rlimits")
+        if root:
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            if os.getuid() != NOBODY or os.geteuid() != NOBODY:
+                raise OSError("uid drop did not take")
+            layers.append("uid-drop")
+        layers += _seccomp()
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(1)
+    except BaseException as err:  # noqa: BLE001 - refuse to run anything half-isolated
+        _send(out, {"ok": False, "kind": "crash", "reason": f"sandbox setup failed: {type(err).__name__}: {err}"})
+        os._exit(0)
+    _send(out, {"layers": layers, "tmpdir": tmpdir, "private_tmp": private_tmp})
+    # -- from here on, untrusted code may run --
+    try:
+        value = fn(*request["args"], **request["kwargs"])
+    except BaseException as err:  # noqa: BLE001 - everything becomes a typed answer
+        _send(out, _failure(err))
+        os._exit(0)
+    try:
+        _send(out, {"ok": True, "value": value})
+    except (TypeError, ValueError) as err:
+        _send(out, {"ok": False, "kind": "error",
+                    "reason": f"the target returned something that is not JSON: {type(err).__name__}: {err}"})
+    os._exit(0)
+
+
+def _failure(err: BaseException) -> dict:
+    text = f"{type(err).__name__}: {err}"[:4000]
+    memory = isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and any(
+        s in str(err) for s in ("can't allocate memory", "not enough memory", "DefaultCPUAllocator")))
+    if memory:
+        return {"ok": False, "kind": "memory", "reason": f"out of memory (limit reached): {text}"}
+    return {"ok": False, "kind": "error", "reason": text}
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source, target, fstype, flags, data=None) -> None:
+    enc = (lambda s: s.encode() if isinstance(s, str) else s)
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def _namespaces(writable: list[str]) -> list[str]:
+    """New network/IPC/UTS/mount namespaces; private tmpfs, /proc and /root. Returns the layers.
+
+    A mount that fails raises: the child then refuses to run rather than run half-isolated.
+    """
+    got = []
+    if _libc.unshare(_CLONE_NEWNET) == 0:
+        got.append("netns")
+    if _libc.unshare(_CLONE_NEWIPC | _CLONE_NEWUTS) == 0:
+        got += ["ipcns", "utsns"]
+    if _libc.unshare(_CLONE_NEWNS) != 0:
+        return got
+    _mount("none", "/", None, _MS_REC | _MS_PRIVATE)
+    # what must stay visible, opened before the tmpfs hide it: writable dirs, Python under /root
+    keep = [(p, True) for p in writable] + [(p, False) for p in _python_dirs_under("/root")]
+    handles = [(os.open(p, os.O_PATH | os.O_DIRECTORY), p, rw) for p, rw in keep]
+    flags = _MS_NOSUID | _MS_NODEV
+    for place in PRIVATE_TMP:
+        if os.path.isdir(place):
+            _mount("tmpfs", place, "tmpfs", flags, f"size={TMPFS_MB}m,mode=1777")
+    got.append("private-tmp")
+    if os.path.isdir("/root"):
+        _mount("tmpfs", "/root", "tmpfs", flags, "size=1m,mode=0755")
+        got.append("private-root")
+    for fd, path, rw in handles:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        if not rw:
+            _mount("none", path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+        os.close(fd)
+    if os.getpid() == 1:
+        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+        got.append("private-proc")
+    return got
+
+
+def _python_dirs_under(prefix: str) -> list[str]:
+    """The Python installation directories (and sys.path entries) that live under ``prefix``."""
+    found = []
+    for p in [sys.base_prefix, sys.prefix] + sys.path:
+        p = os.path.realpath(p) if p else ""
+        if p.startswith(prefix + "/") and os.path.isdir(p) and not any(
+                p == q or p.startswith(q + "/") for q in found):
+            found = [q for q in found if not q.startswith(p + "/")] + [p]
+    return found
+
+
+def _limits(timeout: float, memory_mb: int | None) -> None:
+    def limit(which, value):
+        resource.setrlimit(which, (value, value))
+    if memory_mb:
+        limit(resource.RLIMIT_AS, _vm_size() + int(memory_mb) * (1 << 20))
+    cpu = int(math.ceil(timeout)) * max(1, os.cpu_count() or 1) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    limit(resource.RLIMIT_NPROC, MAX_PROCESSES)
+    limit(resource.RLIMIT_FSIZE, MAX_FILE_BYTES)
+    limit(resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
+    limit(resource.RLIMIT_CORE, 0)
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmSize in /proc/self/status")
+
+
+def _seccomp() -> list[str]:
+    try:
+        import pyseccomp
+    except (ImportError, OSError):
+        return []
+    flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    for name in DENIED_SYSCALLS:
+        try:
+            flt.add_rule(pyseccomp.ERRNO(1), name)  # EPERM
+        except (OSError, ValueError, RuntimeError):
+            pass  # a syscall this architecture does not have
+    # no new user namespace through clone(); clone3's flags are out of a filter's reach, so
+    # ENOSYS makes glibc fall back to clone()
+    flt.add_rule(pyseccomp.ERRNO(1), "clone",
+                 pyseccomp.Arg(0, pyseccomp.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER))
+    flt.add_rule(pyseccomp.ERRNO(38), "clone3")  # ENOSYS
+    flt.load()  # also sets no_new_privs (libseccomp's default)
+    return ["seccomp", "no-new-privs"]
