@@ -226,7 +226,8 @@ def length_controlled(annotations: list[dict], instruction_difficulty: np.ndarra
                   for a in annotations])
     p = np.where(p == 0, 1.5, p)
     delta = np.array([len(a["output_1"]) - len(a["output_2"]) for a in annotations], dtype=float)
-    std_delta = delta / np.std(delta, ddof=1)
+    spread = np.std(delta, ddof=1) if len(delta) > 1 else 0.0
+    std_delta = delta / spread if spread > 0 else np.zeros_like(delta)
     columns = [np.tanh(std_delta)]
     if instruction_difficulty is not None:
         if len(instruction_difficulty) != len(annotations):

@@ -37,7 +37,9 @@ def _judge_flags(p, required: bool) -> None:
 
 
 def _add_mt_bench(sub) -> None:
-    p = sub.add_parser("mt-bench", help="grade FastChat-format answers with an LLM judge")
+    p = sub.add_parser("mt-bench", help="grade FastChat-format answers with an LLM judge",
+                       description="Exit status 1 when any judgment failed (they are counted, "
+                                   "never averaged in); rerun with the same --cache to retry only those.")
     p.add_argument("--answers", required=True, help="FastChat model_answer JSONL")
     p.add_argument("--fastchat-data", required=True,
                    help="FastChat's llm_judge/data folder (judge_prompts.jsonl, mt_bench/...)")
@@ -99,7 +101,7 @@ def _mt_bench(args) -> int:
                                        parallel=args.parallel)
     summary = mt_bench.summarize(judgments)
     if args.judgments_out:
-        mt_bench.write_answers(args.judgments_out, mt_bench.judgment_rows(judgments))
+        mt_bench.write_jsonl(args.judgments_out, mt_bench.judgment_rows(judgments))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -132,7 +134,7 @@ def _generate_mt_bench(args) -> int:
     model_id = args.model_id or Path(args.model.rstrip("/")).name
     rows = mt_bench.generate_answers(model, tokenizer, questions, model_id,
                                      max_new_tokens=args.max_new_tokens, seed=args.seed)
-    mt_bench.write_answers(args.out, rows)
+    mt_bench.write_jsonl(args.out, rows)
     print(f"wrote {len(rows)} answers to {args.out}")
     return 0
 

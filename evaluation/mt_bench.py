@@ -112,7 +112,7 @@ def generate_answers(model, tokenizer, questions: list[dict], model_id: str,
     return rows
 
 
-def write_answers(path: str | Path, rows: list[dict]) -> None:
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:

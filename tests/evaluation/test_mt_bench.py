@@ -169,7 +169,7 @@ def test_cli_prints_json_summary(data, tmp_path, capsys):
     from discovery.cli import main
 
     answers = tmp_path / "answers.jsonl"
-    mt_bench.write_answers(answers, [answer_row(first(data, "roleplay"))])
+    mt_bench.write_jsonl(answers, [answer_row(first(data, "roleplay"))])
     with FakeOpenAIServer(lambda body, n: Reply(body=chat_body("[[6]]"))) as srv:
         rc = main(["eval", "mt-bench", "--answers", str(answers), "--fastchat-data", str(FASTCHAT),
                    "--judge-base-url", srv.url, "--judge-model", "judge-x",
@@ -235,7 +235,7 @@ def test_generation_answers_two_turns_with_category_temperature(data, tmp_path):
     assert again[0]["choices"] == rows[1]["choices"]
 
     path = tmp_path / "answers.jsonl"
-    mt_bench.write_answers(path, rows)
+    mt_bench.write_jsonl(path, rows)
     assert [r["question_id"] for r in mt_bench.load_answers(path)] == sorted(q["question_id"] for q in questions)
 
 
