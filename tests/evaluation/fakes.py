@@ -4,6 +4,8 @@ import dataclasses
 
 import numpy as np
 
+from discovery.archive import Archive
+
 # the "true" win rate of each objective; a seed adds the same offset to every objective
 QUALITY = {"dpo": 0.60, "ipo": 0.55, "lrml": 0.62, "good": 0.70, "meh": 0.58}
 SEED_EFFECT = {0: 0.00, 1: 0.05, 2: -0.04, 3: 0.02, 4: -0.01, 5: 0.03, 1000: 0.01, 1001: -0.02}
@@ -48,3 +50,21 @@ class FakeRunner:
             p = np.clip(win + difficulty, 0, 1)
             metrics["per_prompt"] = {"win_rate": p.tolist()}
         return FakeResult("done", None, metrics)
+
+
+CONFIG = {"task": "synthetic", "seeds": [0], "seed": 7, "beta": 0.1, "metric": "win_rate",
+          "train_overrides": {"max_steps": 20}}
+
+
+def make_campaign(directory, config=CONFIG):
+    """A finished campaign: three baselines and three candidates (one failed), as the archive stores them."""
+    with Archive.create(directory, config) as a:
+        for name, fitness in (("dpo", 0.60), ("ipo", 0.55), ("lrml", 0.62)):
+            cid = a.add(kind="baseline", name=name, code=name)
+            a.update(cid, status="done", fitness=fitness, metrics={"win_rate": fitness})
+        for name, fitness, status in (("good", 0.71, "done"), ("meh", 0.59, "done"), ("boom", None, "failed")):
+            cid = a.add(kind="candidate", name=name, code=f"def {name}(rho, beta):\n    return rho\n",
+                        thought=f"{name} idea")
+            a.update(cid, status=status, fitness=fitness, reason=None if fitness else "non-finite loss",
+                     metrics={"win_rate": fitness} if fitness else {})
+    return directory

@@ -4,30 +4,13 @@ import json
 
 import pytest
 
-from discovery.archive import Archive
 from discovery.cli import main
 from evaluation import analysis_commands
 from evaluation.campaign import read_campaign, used_settings
 from evaluation.heldout import HeldoutError, evaluate_heldout, parse_task, plan_settings
-from tests.evaluation.fakes import FakeRunner
+from tests.evaluation.fakes import CONFIG, FakeRunner, make_campaign
 
-CONFIG = {"task": "synthetic", "seeds": [0], "seed": 7, "beta": 0.1, "metric": "win_rate",
-          "train_overrides": {"max_steps": 20}}
 USED = used_settings(CONFIG)
-
-
-def make_campaign(directory, config=CONFIG):
-    """A finished campaign: three baselines and three candidates (one failed), as the archive stores them."""
-    with Archive.create(directory, config) as a:
-        for name, fitness in (("dpo", 0.60), ("ipo", 0.55), ("lrml", 0.62)):
-            cid = a.add(kind="baseline", name=name, code=name)
-            a.update(cid, status="done", fitness=fitness, metrics={"win_rate": fitness})
-        for name, fitness, status in (("good", 0.71, "done"), ("meh", 0.59, "done"), ("boom", None, "failed")):
-            cid = a.add(kind="candidate", name=name, code=f"def {name}(rho, beta):\n    return rho\n",
-                        thought=f"{name} idea")
-            a.update(cid, status=status, fitness=fitness, reason=None if fitness else "non-finite loss",
-                     metrics={"win_rate": fitness} if fitness else {})
-    return directory
 
 
 def test_used_settings_read_from_the_campaign_config():

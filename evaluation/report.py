@@ -1,0 +1,340 @@
+"""``disco report DIR``: one self-contained HTML page about a campaign.
+
+The page has no external resources: every image is a base64 ``data:`` URI, the style sheet is
+inline, and one inline script only marks ``<body data-images=N data-images-decoded=M>`` after load
+(the rendering test reads it from headless Chromium). Sections, each saying so when its input is
+missing:
+
+1. the campaign's resolved config and status counts;
+2. the leaderboard (candidates and baselines by fitness) and the rows that failed, with reasons;
+3. fitness over the campaign (a plot drawn here from the archive);
+4. held-out comparison (``DIR/heldout.json``) and any ``disco compare`` result (``DIR/comparison.json``);
+5. the reward/KL frontier of a beta sweep (``DIR/frontier.png``, or drawn from ``DIR/sweep.json``);
+6. every candidate: hypothesis, code, symbolic summary and plots from its folder.
+
+Everything is read through :mod:`evaluation.campaign` and the JSON files the other commands write.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+from evaluation.campaign import Campaign, read_campaign
+from evaluation.frontier import FRONTIER_PNG, SWEEP_JSON
+from evaluation.heldout import HELDOUT_JSON
+
+COMPARISON_JSON = "comparison.json"
+REPORT_HTML = "report.html"
+METRIC_COLUMNS = ("win_rate", "reward", "kl")
+MAX_IMAGES_PER_CANDIDATE = 6
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d232a;max-width:1100px;
+margin:0 auto;padding:24px 28px 64px;background:#fff}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 8px;padding-bottom:4px;border-bottom:2px solid #e3e7ec}
+h3{font-size:16px;margin:22px 0 6px}.muted{color:#66707a}.small{font-size:13px}
+table{border-collapse:collapse;margin:8px 0 12px;font-size:14px}
+th,td{border:1px solid #d9dee3;padding:4px 9px;text-align:left;vertical-align:top}
+th{background:#f3f5f7;font-weight:600}td.num{font-family:ui-monospace,Menlo,Consolas,monospace;text-align:right;white-space:nowrap}
+tr.baseline td{background:#f7f9fc;color:#3c4650}
+.better{background:#e3f4e6!important}.worse{background:#fbe6e6!important}
+.badge{display:inline-block;font-size:11px;padding:1px 6px;border-radius:8px;background:#e3e7ec;margin-left:4px}
+.fail{color:#a12a2a}.note{background:#fff8e1;border-left:4px solid #f0c040;padding:6px 10px;margin:8px 0}
+pre{background:#f6f8fa;border:1px solid #e3e7ec;padding:8px 10px;overflow-x:auto;font-size:12.5px;line-height:1.35}
+code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px}
+img{max-width:100%;height:auto;border:1px solid #e3e7ec;margin:4px 0}
+figure{margin:8px 0}figcaption{font-size:12px;color:#66707a}
+.card{border:1px solid #e3e7ec;border-radius:6px;padding:4px 16px 10px;margin:14px 0}
+"""
+
+MARK_IMAGES = """window.addEventListener("load",function(){var i=Array.prototype.slice.call(document.images);
+document.body.setAttribute("data-images",String(i.length));document.body.setAttribute("data-images-decoded",
+String(i.filter(function(x){return x.complete&&x.naturalWidth>0;}).length));});"""
+
+
+def esc(x) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def num(x, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "—"
+
+
+def img_tag(png: bytes, alt: str, caption: str = "") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+def config_section(c: Campaign) -> str:
+    keys = ("task", "seeds", "beta", "metric", "fitness", "proposer", "model", "candidates", "train_overrides")
+    rows = "".join(f"<tr><th>{esc(k)}</th><td><code>{esc(json.dumps(c.config[k]))}</code></td></tr>"
+                   for k in keys if k in c.config)
+    counts: dict[str, int] = {}
+    for r in c.candidates():
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no candidates yet"
+    return (f"<h2>Campaign</h2><p>{len(c.candidates())} candidates: {esc(status)}; "
+            f"{len(c.baselines())} baselines.</p><table>{rows}</table>")
+
+
+def leaderboard_section(c: Campaign) -> str:
+    metric = c.metric
+    cols = [m for m in METRIC_COLUMNS if any(isinstance((r.get("metrics") or {}).get(m), (int, float))
+                                              for r in c.rows)]
+    head = "".join(f"<th>{esc(m)}</th>" for m in cols)
+    body = []
+    for rank, r in enumerate(c.leaderboard(), 1):
+        m = r.get("metrics") or {}
+        base = r.get("kind") == "baseline"
+        se = r.get("fitness_se")
+        cells = "".join(f'<td class="num">{num(m.get(k))}</td>' for k in cols)
+        body.append(f'<tr class="{"baseline" if base else ""}"><td class="num">{rank}</td><td class="num">{r["id"]}</td>'
+                    f'<td>{esc(r["name"])}{"<span class=badge>baseline</span>" if base else ""}</td>'
+                    f'<td class="num">{num(r["fitness"])}{" ± " + num(se) if isinstance(se, (int, float)) else ""}</td>'
+                    f"{cells}</tr>")
+    out = [f"<h2>Leaderboard</h2><p class='muted small'>Fitness = the campaign's {esc(metric)} on the search "
+           "settings (in-sample: the best of many is flattered; see the held-out comparison).</p>"]
+    if body:
+        out.append(f"<table><tr><th>#</th><th>id</th><th>objective</th><th>fitness</th>{head}</tr>{''.join(body)}</table>")
+    else:
+        out.append("<p class='note'>No finished rows yet.</p>")
+    failed = [r for r in c.rows if r.get("status") not in ("done",)]
+    if failed:
+        out.append("<h3>Not on the leaderboard</h3><table><tr><th>id</th><th>objective</th><th>status</th><th>reason</th></tr>")
+        out.extend(f"<tr><td class='num'>{r['id']}</td><td>{esc(r['name'])}</td><td class='fail'>{esc(r.get('status'))}</td>"
+                   f"<td>{esc((r.get('reason') or '')[:400])}</td></tr>" for r in failed)
+        out.append("</table>")
+    return "".join(out)
+
+
+def fitness_plot(c: Campaign) -> bytes | None:
+    """Fitness of every candidate in proposal order, the running best, and the baselines as lines."""
+    cands = c.candidates()
+    if not cands:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.0, 3.8), dpi=110)
+    xs, ys, fails = [], [], []
+    for i, r in enumerate(cands, 1):
+        f = r.get("fitness")
+        if r.get("status") == "done" and isinstance(f, (int, float)) and math.isfinite(f):
+            xs.append(i)
+            ys.append(f)
+        else:
+            fails.append(i)
+    if xs:
+        ax.plot(xs, ys, "o", color="C0", ms=5, label="candidate")
+        best, run = [], -math.inf
+        for y in ys:
+            run = max(run, y)
+            best.append(run)
+        ax.step(xs, best, where="post", color="C0", alpha=0.6, label="best so far")
+    for j, b in enumerate(r for r in c.baselines() if isinstance(r.get("fitness"), (int, float))):
+        ax.axhline(b["fitness"], ls="--", lw=1, color=f"C{j + 1}", label=b["name"])
+    if fails:
+        lo = min(ys + [b["fitness"] for b in c.baselines() if isinstance(b.get("fitness"), (int, float))] or [0])
+        ax.plot(fails, [lo] * len(fails), "x", color="#a12a2a", label="failed / invalid / duplicate")
+    ax.set_xlabel("candidate (proposal order)")
+    ax.set_ylabel(f"fitness ({c.metric})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def comparison_table(table: dict, *, caption: str = "") -> str:
+    """A Table.to_dict(): mean ± se and the paired interval to each baseline, coloured when it excludes 0."""
+    metric, bases = table["metric"], table["baselines"]
+    higher = table.get("higher_is_better")
+    head = "".join(f"<th>− {esc(b)} <span class='muted small'>[95% CI]</span></th>" for b in bases)
+    rows, notes, pairings = [], set(), set()
+    for r in table["rows"]:
+        runs = f"{r['n_done']}" + (f" <span class='fail'>+{r['n_failed']} failed</span>" if r["n_failed"] else "")
+        mean = num(r["mean"]) + (f" ± {num(r['se'])}" if isinstance(r.get("se"), (int, float)) else "")
+        cells = []
+        for b in bases:
+            e = r["vs"].get(b)
+            if e is None:
+                cells.append("<td class='num muted'>·</td>")
+            elif "missing" in e:
+                cells.append(f"<td class='muted small'>n/a: {esc(e['missing'])}</td>")
+            else:
+                cls = ""
+                if e["excludes_zero"] and higher is not None:
+                    cls = "better" if (e["mean"] > 0) == higher else "worse"
+                pairings.add(f"{e['pairing']}, {e['n_units']} unit(s)" + (f", {e['n_prompts']} prompts" if e.get("n_prompts") else ""))
+                if e.get("note"):
+                    notes.add(e["note"])
+                cells.append(f"<td class='num {cls}' title='pairing: {esc(e['pairing'])}'>{e['mean']:+.4f} "
+                             f"[{e['lo']:+.4f}, {e['hi']:+.4f}]</td>")
+        base = " class='baseline'" if r["objective"] in bases else ""
+        rows.append(f"<tr{base}><td>{esc(r['objective'])}</td><td class='num'>{runs}</td><td class='num'>{mean}</td>{''.join(cells)}</tr>")
+    direction = {True: "higher is better", False: "lower is better"}.get(higher, "")
+    out = [f"<p class='small muted'>{esc(caption)} Difference = row − baseline on <b>{esc(metric)}</b>"
+           f"{' (' + direction + ')' if direction else ''}; 95% paired percentile bootstrap; green/red: the interval "
+           "excludes 0. Paired by: " + esc("; ".join(sorted(pairings)) or "—") + ".</p>",
+           f"<table><tr><th>objective</th><th>runs</th><th>{esc(metric)} mean ± se</th>{head}</tr>{''.join(rows)}</table>"]
+    out.extend(f"<p class='note small'>{esc(n)}</p>" for n in sorted(notes))
+    fails = [(r["objective"], f) for r in table["rows"] for f in r.get("failures", [])]
+    if fails:
+        out.append("<ul class='small'>" + "".join(f"<li class='fail'>{esc(o)} on {esc(f['setting'])}: {esc(f['reason'])}</li>"
+                                                  for o, f in fails) + "</ul>")
+    return "".join(out)
+
+
+def heldout_section(d: Path) -> str:
+    out = ["<h2>Held-out comparison</h2>"]
+    h = _read_json(d / HELDOUT_JSON)
+    if h is None:
+        out.append(f"<p class='note'>No held-out evaluation in this directory ({esc(HELDOUT_JSON)} missing): "
+                   f"run <code>disco heldout {esc(d)} --top 3</code>.</p>")
+    else:
+        used = h.get("used", {})
+        out.append(f"<p>Top {len(h.get('candidates', []))} candidates retrained on {len(h.get('settings', []))} "
+                   f"settings the search did not use (search used tasks {esc(used.get('tasks'))}, seeds "
+                   f"{esc(used.get('seeds'))}, betas {esc(used.get('betas'))}).</p>")
+        out.extend(f"<p class='note small'>{esc(w)}</p>" for w in h.get("warnings", []))
+        out.append(comparison_table(h["table"], caption="Pooled over every held-out setting (seeds resampled within each setting)."))
+        per = h.get("per_setting") or {}
+        if len(per) > 1:
+            for key, t in per.items():
+                out.append(f"<h3>Setting {esc(key)}</h3>" + comparison_table(t))
+    c = _read_json(d / COMPARISON_JSON)
+    if c is not None:
+        keys = ", ".join(s["key"] for s in c.get("settings", []))
+        out.append("<h3>disco compare</h3>" + comparison_table(c["table"], caption=f"Settings: {keys}."))
+    return "".join(out)
+
+
+def frontier_section(d: Path) -> str:
+    out = ["<h2>Reward versus KL across β</h2>"]
+    png = d / FRONTIER_PNG
+    sweep = _read_json(d / SWEEP_JSON)
+    if png.is_file():
+        out.append(img_tag(png.read_bytes(), "reward versus KL frontier", str(png.name)))
+    elif sweep is not None:
+        import tempfile
+
+        from evaluation.frontier import plot
+        with tempfile.TemporaryDirectory() as tmp:
+            drawn = plot(sweep["points"], Path(tmp) / FRONTIER_PNG)
+            out.append(img_tag(drawn.read_bytes(), "reward versus KL frontier", "drawn from sweep.json"))
+    else:
+        out.append(f"<p class='note'>No beta sweep in this directory: run <code>disco sweep --objectives dpo ipo lrml "
+                   f"FILE... --out {esc(d)}</code>.</p>")
+    if sweep is not None:
+        fails = [(p["objective"], p["beta"], f) for p in sweep.get("points", []) for f in p.get("failures", [])]
+        out.extend(f"<p class='fail small'>{esc(o)} β={esc(b)} seed {esc(f['seed'])}: {esc(f['reason'])}</p>"
+                   for o, b, f in fails)
+    return "".join(out)
+
+
+def symbolic_html(summary: dict) -> str:
+    closed = summary.get("closed_form") or {}
+    parts = []
+    if closed.get("expression"):
+        parts.append(f"<p>f(z) = <code>{esc(closed['expression'])}</code> with z = β·ρ "
+                     f"<span class='muted small'>({esc(closed.get('method'))})</span></p>")
+    else:
+        parts.append(f"<p class='muted'>No closed form: {esc(closed.get('reason', 'not available'))}.</p>")
+    facts = []
+    fp = summary.get("fprime0")
+    if isinstance(fp, dict):
+        facts.append(f"f′(0) = {esc(fp.get('value'))}")
+    for key, entry in (summary.get("limits") or {}).items():
+        if isinstance(entry, dict):
+            facts.append(f"lim {esc(key)} = {esc(entry.get('value'))}")
+    conv = summary.get("convexity")
+    if isinstance(conv, dict) and "convex" in conv:
+        facts.append(f"convex: {esc(conv['convex'])}")
+    if facts:
+        parts.append("<p class='small'>" + "; ".join(facts) + "</p>")
+    return "".join(parts)
+
+
+def candidate_card(c: Campaign, row: dict) -> str:
+    folder = c.folder(row)
+    title = f"#{row['id']} {esc(row['name'])}"
+    status = row.get("status")
+    score = f"fitness {num(row.get('fitness'))}" if status == "done" else f"<span class='fail'>{esc(status)}</span>"
+    out = [f"<div class='card'><h3>{title} <span class='muted small'>{score}</span></h3>"]
+    if status != "done" and row.get("reason"):
+        out.append(f"<p class='fail small'>{esc(row['reason'][:600])}</p>")
+    if row.get("thought"):
+        out.append(f"<p><b>Hypothesis.</b> {esc(row['thought'][:2000])}</p>")
+    if row.get("code"):
+        out.append(f"<pre>{esc(row['code'])}</pre>")
+    summaries = sorted(folder.rglob("*_summary.json")) if folder and folder.is_dir() else []
+    summary = _read_json(summaries[0]) if summaries else None
+    if summary is None and isinstance(row.get("inspection"), dict) and "closed_form" in row["inspection"]:
+        summary = row["inspection"]
+    if summary:
+        out.append(symbolic_html(summary))
+    else:
+        why = (row.get("inspection") or {}).get("error") or (row.get("inspection") or {}).get("skipped") \
+            if isinstance(row.get("inspection"), dict) else None
+        out.append(f"<p class='muted small'>No symbolic summary in {esc(row.get('folder'))}"
+                   f"{': ' + esc(why) if why else ''}.</p>")
+    pngs = sorted(folder.rglob("*.png"))[:MAX_IMAGES_PER_CANDIDATE] if folder and folder.is_dir() else []
+    if pngs:
+        out.extend(img_tag(p.read_bytes(), f"{row['name']}: {p.name}", str(p.relative_to(c.dir))) for p in pngs)
+    elif status not in ("invalid", "duplicate"):
+        out.append(f"<p class='muted small'>No plots in {esc(row.get('folder') or 'the candidate folder')} "
+                   "(inspection off, failed, or not run yet).</p>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def candidates_section(c: Campaign) -> str:
+    ranked = [r for r in c.leaderboard()]
+    rest = [r for r in c.rows if r not in ranked]
+    cards = [candidate_card(c, r) for r in ranked + rest]
+    return "<h2>Objectives</h2><p class='muted small'>Finished rows by fitness, then the rest; the plots are the " \
+           "loss and its gradient in z = β·ρ beside DPO (objectives.inspection).</p>" + "".join(cards)
+
+
+# -- the page -----------------------------------------------------------------------------------
+
+def build_html(c: Campaign) -> str:
+    fit = fitness_plot(c)
+    fit_html = img_tag(fit, "fitness over the campaign") if fit else "<p class='note'>No candidates yet.</p>"
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    body = "".join([
+        f"<h1>Campaign report</h1><p class='muted'>{esc(c.dir.resolve())} · written {now}</p>",
+        config_section(c), leaderboard_section(c), "<h2>Fitness over the campaign</h2>", fit_html,
+        heldout_section(c.dir), frontier_section(c.dir), candidates_section(c)])
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>disco report: {esc(c.dir.name)}</title>"
+            f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style>"
+            f"<script>{MARK_IMAGES}</script></head><body>{body}</body></html>")
+
+
+def write_report(directory: str | Path, out: str | Path | None = None,
+                 reader: Callable[[str | Path], Campaign] = read_campaign) -> Path:
+    campaign = reader(directory)
+    path = Path(out) if out else Path(directory) / REPORT_HTML
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_html(campaign), encoding="utf-8")
+    return path

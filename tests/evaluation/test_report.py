@@ -1,0 +1,94 @@
+"""evaluation.report: one self-contained page, and every image in it decodes in headless Chromium."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from discovery.cli import main
+from evaluation.frontier import sweep
+from evaluation.heldout import evaluate_heldout
+from evaluation.report import write_report
+from tests.evaluation.fakes import FakeRunner, make_campaign
+
+INSTALL_HINT = ("headless Chromium is needed for the report rendering test and was not found: install it with "
+                "`apt-get update && apt-get install -y chromium` (Debian/Ubuntu; CI installs it)")
+
+
+def tiny_png(path, label):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2), dpi=60)
+    ax.plot([0, 1, 2], [1, 0.5, 0.2])
+    ax.set_title(label)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    """A finished campaign with plots for one candidate, a held-out evaluation and a beta sweep."""
+    d = make_campaign(tmp_path_factory.mktemp("report") / "c")
+    folder = d / "candidates" / "0004-good" / "inspection"
+    tiny_png(folder / "good_inspect.png", "good: loss and gradient")
+    (folder / "good_summary.json").write_text(json.dumps({
+        "name": "good", "closed_form": {"method": "symbolic (AST -> sympy)", "expression": "log(1 + exp(-z))"},
+        "fprime0": {"value": -0.5}, "limits": {"rho->+inf": {"value": 0}}, "convexity": {"convex": True}}))
+    evaluate_heldout(d, top=2, seeds=[1, 2, 3], runner=FakeRunner(), n_boot=300, log=lambda m: None)
+    sweep({"dpo": "dpo", "good": "def good(rho, beta): ..."}, betas=[0.05, 0.1, 0.5], seeds=[0, 1], out_dir=d,
+          runner=FakeRunner())
+    return d
+
+
+def test_report_is_one_self_contained_page(campaign):
+    path = write_report(campaign)
+    page = path.read_text()
+    assert path == campaign / "report.html"
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) == 3  # fitness over the campaign, the frontier, good's inspection plot
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r'(href|src)="(https?:)?//', page) and "<link" not in page and "@import" not in page
+    for heading in ("Leaderboard", "Fitness over the campaign", "Held-out comparison", "Reward versus KL", "Objectives"):
+        assert heading in page
+    assert "log(1 + exp(-z))" in page                   # good's symbolic form
+    assert "No symbolic summary in candidates/0005-meh" in page
+    assert "non-finite loss" in page                    # boom's failure, shown with its reason
+    assert "good#4" in page and "[+0.1000, +0.1000]" in page  # held-out interval of good vs dpo
+
+
+def test_report_says_what_is_missing(tmp_path):
+    d = make_campaign(tmp_path / "bare")
+    page = write_report(d).read_text()
+    assert "No held-out evaluation in this directory" in page and "disco heldout" in page
+    assert "No beta sweep in this directory" in page
+    assert "No plots in candidates/0004-good" in page
+
+
+def test_disco_report_command(campaign, tmp_path, capsys):
+    out = tmp_path / "elsewhere" / "r.html"
+    assert main(["report", str(campaign), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out) and out.stat().st_size > 10_000
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.fail(INSTALL_HINT)  # never a skip: CI must render the page
+
+
+def test_every_image_decodes_in_headless_chromium(campaign, tmp_path):
+    page = write_report(campaign, out=tmp_path / "report.html")
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+           "--dump-dom", page.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'<body[^>]*data-images="(\d+)"[^>]*data-images-decoded="(\d+)"', done.stdout)
+    assert m, f"the page's load script did not run; chromium said: {done.stderr[-1500:]}"
+    assert int(m.group(1)) == 3 and m.group(2) == m.group(1), f"{m.group(2)} of {m.group(1)} images decoded"
