@@ -1,5 +1,222 @@
-"""Subcommands of `disco` that belong to discovery/ (registered by discovery.cli)."""
+"""Subcommands of ``disco`` that belong to discovery/: run, resume, status, show.
+
+Thin wrappers: they parse flags, build a :class:`~discovery.config.CampaignConfig` (defaults <
+``--config`` YAML < flags) and call :mod:`discovery.campaign`, or read the archive. Heavy imports
+happen inside the handlers so ``disco --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+RUN_FLAGS = ("proposer", "base_url", "model", "api_key_env", "candidates", "task", "seeds", "beta",
+             "workers", "seed")
 
 
 def register(subparsers) -> None:
-    """Add this package's subcommands to the `disco` parser."""
+    """Add this package's subcommands to the ``disco`` parser."""
+    p = subparsers.add_parser("run", help="run a discovery campaign (propose, validate, train, record)")
+    p.add_argument("--out", required=True, metavar="DIR", help="campaign folder (must not hold a campaign)")
+    p.add_argument("--config", metavar="FILE", help="YAML file of CampaignConfig fields; flags win over it")
+    p.add_argument("--proposer", help="evolve (offline, the default) or openai")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM)")
+    p.add_argument("--model", help="model name at the endpoint (default gpt-4o-mini)")
+    p.add_argument("--api-key-env", metavar="VAR",
+                   help="NAME of the environment variable holding the API key (default OPENAI_API_KEY;"
+                        " unset is fine for a local endpoint)")
+    p.add_argument("--candidates", type=int, metavar="N", help="proposals to take to a final state (default 6)")
+    p.add_argument("--task", help="inner-loop task (default synthetic)")
+    p.add_argument("--seeds", type=int, nargs="+", help="training seeds per candidate (default 0)")
+    p.add_argument("--beta", type=float, help="KL strength (default: the task's)")
+    p.add_argument("--workers", type=int, metavar="N", help="candidates trained at once (default 1)")
+    p.add_argument("--seed", type=int, help="the proposer's random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines on stderr")
+    p.set_defaults(func=_run)
+
+    p = subparsers.add_parser("resume", help="continue a campaign that stopped or was killed")
+    p.add_argument("dir", metavar="DIR", help="campaign folder")
+    p.add_argument("--candidates", type=int, metavar="N", help="raise the number of candidates")
+    p.add_argument("--workers", type=int, metavar="N", help="change the number of workers")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines on stderr")
+    p.set_defaults(func=_resume)
+
+    p = subparsers.add_parser("status", help="leaderboard, counts per status, best against the baselines")
+    p.add_argument("dir", metavar="DIR", help="campaign folder")
+    p.add_argument("--top", type=int, default=10, help="rows of the leaderboard (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_status)
+
+    p = subparsers.add_parser("show", help="one candidate: hypothesis, code, checks, plots, metrics")
+    p.add_argument("dir", metavar="DIR", help="campaign folder")
+    p.add_argument("candidate", help="candidate id (as in `disco status`) or name")
+    p.add_argument("--json", action="store_true", help="print the archive row as JSON")
+    p.set_defaults(func=_show)
+
+
+def _fail(message: str) -> int:
+    print(f"disco: {message}", file=sys.stderr)
+    return 2
+
+
+def _where_to_look(directory: str) -> str:
+    return (f"\nResults are in {directory}/ (archive.sqlite, campaign.log, candidates/<id>-<name>/).\n"
+            f"  disco status {directory}           leaderboard against DPO/IPO/LRML\n"
+            f"  disco show {directory} <id>        one candidate: hypothesis, code, checks, plots\n"
+            f"  disco report {directory}           an HTML page of the whole campaign\n"
+            f"  disco resume {directory}           continue it (after a crash, or with --candidates N)")
+
+
+def _run(args) -> int:
+    from discovery.archive import ArchiveError
+    from discovery.campaign import run_campaign
+    from discovery.config import CampaignConfig, load_yaml
+    from discovery.proposers import ProposerError
+    from objectives.registry import UnknownNameError
+    try:
+        settings = load_yaml(args.config) if args.config else {}
+        settings.update({k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None})
+        config = CampaignConfig.from_dict(settings)
+        result = run_campaign(args.out, config, progress=not args.quiet)
+    except (ArchiveError, ProposerError, UnknownNameError, ValueError, OSError) as err:
+        return _fail(str(err))
+    _print_summary(result)
+    print(_where_to_look(args.out))
+    return 0
+
+
+def _resume(args) -> int:
+    from discovery.archive import ArchiveError
+    from discovery.campaign import resume_campaign
+    from discovery.proposers import ProposerError
+    changes = {k: getattr(args, k) for k in ("candidates", "workers") if getattr(args, k) is not None}
+    try:
+        result = resume_campaign(args.dir, progress=not args.quiet, **changes)
+    except (ArchiveError, ProposerError, ValueError, OSError) as err:
+        return _fail(str(err))
+    _print_summary(result)
+    print(_where_to_look(args.dir))
+    return 0
+
+
+def _fmt(fitness, se) -> str:
+    if fitness is None:
+        return "-"
+    return f"{fitness:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+
+
+def _print_summary(result: dict) -> None:
+    counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items() if v)
+    print(f"\ncandidates: {counts or 'none'}")
+    for name, b in result["baselines"].items():
+        print(f"  baseline {name:<8} {_fmt(b['fitness'], b['fitness_se']) if b['status'] == 'done' else b['status']}")
+    best = result["best"]
+    if best:
+        print(f"  best     #{best['id']} {best['name']}  {_fmt(best['fitness'], best['fitness_se'])}")
+
+
+def status(directory: str, top: int = 10) -> dict:
+    """The status of a campaign as one JSON-able dict (what ``disco status --json`` prints)."""
+    from discovery.archive import Archive
+    from discovery.campaign import summary
+    with Archive.open(directory) as archive:
+        out = summary(archive)
+        board = archive.leaderboard()
+        out["leaderboard"] = [
+            {k: r[k] for k in ("id", "kind", "name", "fitness", "fitness_se", "proposer")}
+            | {"vs_baselines": {n: (r["fitness"] - b["fitness"]) if b["fitness"] is not None else None
+                                for n, b in out["baselines"].items()},
+               "kl": (r["metrics"] or {}).get("mean", {}).get("kl")}
+            for r in board[:top]]
+        out["in_progress"] = [{"id": r["id"], "name": r["name"], "status": r["status"]}
+                              for r in archive.rows(status=("proposed", "training"))]
+        out["tokens"] = {k: sum(r[k] or 0 for r in archive.rows()) for k in
+                         ("prompt_tokens", "completion_tokens")}
+        out["config"] = archive.config
+    return out
+
+
+def _status(args) -> int:
+    from discovery.archive import ArchiveError
+    try:
+        s = status(args.dir, args.top)
+    except ArchiveError as err:
+        return _fail(str(err))
+    if args.json:
+        print(json.dumps(s, indent=2, default=str))
+        return 0
+    cfg = s["config"]
+    print(f"campaign {s['dir']}: proposer {cfg.get('proposer')}, task {cfg.get('task')}, "
+          f"seeds {cfg.get('seeds')}, beta {cfg.get('beta')}, fitness = mean {cfg.get('metric')}")
+    print("counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) +
+          f"  (of {cfg.get('candidates')} candidates)")
+    if any(s["tokens"].values()):
+        print(f"tokens: {s['tokens']['prompt_tokens']} prompt, {s['tokens']['completion_tokens']} completion")
+    print(f"\n{'rank':>4} {'id':>4}  {'name':<32} {'fitness':>17}  {'kl':>8}")
+    for i, r in enumerate(s["leaderboard"], 1):
+        kl = f"{r['kl']:.3f}" if isinstance(r["kl"], (int, float)) else "-"
+        tag = " (baseline)" if r["kind"] == "baseline" else ""
+        print(f"{i:>4} {r['id']:>4}  {(r['name'] + tag)[:32]:<32} {_fmt(r['fitness'], r['fitness_se']):>17}"
+              f"  {kl:>8}")
+    best = s["best"]
+    if best:
+        print(f"\nbest candidate: #{best['id']} {best['name']}  {_fmt(best['fitness'], best['fitness_se'])}")
+        for name, b in s["baselines"].items():
+            if b["fitness"] is not None:
+                print(f"  vs {name:<6} {_fmt(b['fitness'], b['fitness_se']):>17}   "
+                      f"difference {best['fitness'] - b['fitness']:+.4f}")
+            else:
+                print(f"  vs {name:<6} ({b['status']})")
+    for r in s["in_progress"]:
+        print(f"in progress: #{r['id']} {r['name']} ({r['status']})")
+    return 0
+
+
+def _show(args) -> int:
+    from pathlib import Path
+
+    from discovery.archive import Archive, ArchiveError
+    try:
+        with Archive.open(args.dir) as archive:
+            row = archive.find(args.candidate)
+    except ArchiveError as err:
+        return _fail(str(err))
+    if args.json:
+        print(json.dumps(row, indent=2, default=str))
+        return 0
+    folder = Path(args.dir) / row["folder"]
+    print(f"#{row['id']} {row['name']}  [{row['kind']}, {row['status']}, proposer {row['proposer']}]")
+    if row["fitness"] is not None:
+        print(f"fitness: {_fmt(row['fitness'], row['fitness_se'])}")
+    if row["reason"]:
+        print(f"reason: {row['reason']}")
+    print(f"\nhypothesis:\n  {row['thought'] or '(none)'}")
+    print(f"\ncode:\n{row['code']}")
+    checks = row["checks"] or {}
+    if checks:
+        print("checks: " + ("valid" if checks.get("valid") else f"invalid ({checks.get('reason')})"))
+        for name, value in (checks.get("checks") or {}).items():
+            print(f"  {name}: {value}")
+        for w in checks.get("warnings") or []:
+            print(f"  warning: {w}")
+    inspection = row["inspection"] or {}
+    summary = inspection.get("summary") or inspection.get("symbolic") or inspection.get("expression")
+    if summary:
+        print(f"\nsymbolic summary:\n  {summary if isinstance(summary, str) else json.dumps(summary, default=str)}")
+    if inspection.get("skipped") or inspection.get("error"):
+        print(f"\ninspection: {inspection.get('skipped') or inspection.get('error')}")
+    plots = sorted(str(p) for p in folder.rglob("*.png"))
+    if plots:
+        print("\nplots:\n" + "\n".join(f"  {p}" for p in plots))
+    metrics = row["metrics"] or {}
+    if metrics.get("mean"):
+        print("\nmetrics (mean over seeds):")
+        for k, v in metrics["mean"].items():
+            print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+    if row["prompt_tokens"] is not None:
+        print(f"\ntokens: {row['prompt_tokens']} prompt, {row['completion_tokens']} completion")
+    timings = row["timings"] or {}
+    if timings:
+        print("timings: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    print(f"\nfolder: {folder}")
+    return 0

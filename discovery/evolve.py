@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import math
 import random
+import re
 
 from discovery.parsing import slug
 from discovery.proposers import Context, Proposal, normalise_code
@@ -262,6 +263,12 @@ def fold(t):
     return t
 
 
+def _short(parent: str) -> str:
+    """``dpo`` stays ``dpo``; ``evo12_wrap_dpo`` becomes ``of12`` (names do not nest)."""
+    m = re.match(r"evo(\d+)_", parent)
+    return f"of{m.group(1)}" if m else parent
+
+
 class EvolveProposer:
     """The offline proposer: tournament selection, five operators, a plausibility pre-check."""
 
@@ -357,7 +364,7 @@ class EvolveProposer:
             tree = fold(tree)
             if size(tree) > MAX_NODES or depth(tree) > MAX_DEPTH or not plausible(tree):
                 continue
-            name = slug(f"evo{number}_{op}_{parents[0]}")
+            name = slug(f"evo{number}_{op}_{_short(parents[0])}")
             code = to_code(tree, name)
             if normalise_code(code) in context.known_codes or any(
                     render(tree) == render(p[2]) for p in pop):

@@ -1,0 +1,300 @@
+"""A discovery campaign: propose, validate, deduplicate, train, record, feed back; resumable.
+
+::
+
+    baselines (DPO, IPO, LRML) -> for each of N candidates:
+        context = archive view -> proposer -> row "proposed"  (written before any work)
+        -> sandbox validation  -> "invalid" with the reason, or
+        -> functional fingerprint -> "duplicate" of an earlier row, or
+        -> "training": the inner loop on every seed -> "done" with fitness, or "failed"
+
+Every step reads its inputs from the archive and writes its outcome back in one transaction, so
+``disco resume`` after a crash (``kill -9`` included) picks up exactly where the database says:
+``proposed`` rows are validated, ``training`` rows are trained again from scratch (their partial
+output is deleted; ``max_attempts`` bounds how often a row that kills its process is retried), and
+new proposals are asked for until ``candidates`` rows are final. The proposer's context is rebuilt
+from the archive every time, never kept in memory.
+
+The outside world is reached through :class:`Seams` (validator, fingerprinter, trainer, inspector,
+fitness), named in the config as ``module:function`` so tests and future fitness functions plug in
+without touching this loop. With ``workers > 1`` candidates train concurrently, each in its own
+``python -m discovery.training`` process whose environment lacks the API key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from discovery import training
+from discovery.archive import FINAL, Archive
+from discovery.config import CampaignConfig
+from discovery.proposers import Proposal, make_proposer
+from discovery.seams import Seams
+
+log = logging.getLogger("discovery")
+
+__all__ = ["CampaignConfig", "run_campaign", "resume_campaign", "Seams"]
+
+
+class Campaign:
+    """One run of the loop over one archive (see the module docstring)."""
+
+    def __init__(self, archive: Archive, config: CampaignConfig, seams: Seams, proposer,
+                 progress: bool = True):
+        self.archive, self.config, self.seams, self.proposer = archive, config, seams, proposer
+        self.beta = config.beta if config.beta is not None else 0.1
+        self.jobs: dict[int, training.Job] = {}
+        self.bar = None
+        self.progress = progress
+
+    # -- one row through its states ---------------------------------------------------------
+
+    def folder(self, row: dict) -> Path:
+        return self.archive.dir / row["folder"]
+
+    def validate(self, cid: int) -> bool:
+        """proposed -> invalid | duplicate, or leave it ready to train (returns True)."""
+        row = self.archive.get(cid)
+        timings = dict(row["timings"] or {})
+        if row["kind"] == "baseline":
+            checks = {"valid": True, "reason": None, "note": "built-in objective, not sandboxed"}
+        else:
+            t = time.perf_counter()
+            checks = self.seams.check(row["code"], beta=self.beta, timeout=self.config.validate_timeout)
+            timings["validate_s"] = round(time.perf_counter() - t, 3)
+            if not checks.get("valid"):
+                reason = checks.get("reason") or "failed validation"
+                self.archive.update(cid, expect="proposed", status="invalid", reason=reason,
+                                    checks=checks, timings=timings, finished_at=time.time())
+                log.info("#%d %s: invalid: %s", cid, row["name"], reason)
+                return False
+        t = time.perf_counter()
+        fp, fp_error = self.seams.fingerprint_of(row["code"] if row["kind"] == "candidate"
+                                                 else row["name"])
+        timings["fingerprint_s"] = round(time.perf_counter() - t, 3)
+        if fp_error:
+            checks = {**checks, "fingerprint_error": fp_error}
+        if fp is not None:
+            existing = [(i, d) for i, d in self.archive.fingerprints(fp.key) if i != cid]
+            dup = self.seams.duplicate_of(fp, existing)
+            if dup is not None and row["kind"] == "candidate":
+                other = self.archive.get(dup)
+                reason = f"computes the same function as #{dup} {other['name']}"
+                self.archive.update(cid, expect="proposed", status="duplicate", reason=reason,
+                                    duplicate_of=dup, checks=checks, timings=timings,
+                                    fingerprint_key=fp.key, finished_at=time.time())
+                log.info("#%d %s: duplicate of #%d %s", cid, row["name"], dup, other["name"])
+                return False
+        inspection = None
+        if self.config.inspect:
+            t = time.perf_counter()
+            inspection = self.seams.inspect_into(
+                row["code"] if row["kind"] == "candidate" else row["name"],
+                self.folder(row) / "inspection", beta=self.beta)
+            timings["inspect_s"] = round(time.perf_counter() - t, 3)
+        self.archive.update(cid, expect="proposed", checks=checks, timings=timings,
+                            inspection=inspection, fingerprint_key=fp.key if fp else None,
+                            fingerprint=fp.to_dict() if fp else None)
+        return True
+
+    def start(self, cid: int) -> None:
+        """-> training: discard any earlier partial output, then train (here, or in a worker)."""
+        row = self.archive.get(cid)
+        folder = self.folder(row)
+        for old in list(folder.glob("seed-*")) + [folder / training.RESULT]:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        attempt = self.archive.start_training(cid)
+        log.info("#%d %s: training on seeds %s (attempt %d)", cid, row["name"],
+                 list(self.config.seeds), attempt)
+        spec = training.spec_for(row, folder, self.config, self.beta)
+        if self.config.workers > 1:
+            self.jobs[cid] = training.Job.start(spec, folder, drop_env=self.config.api_key_env)
+        else:
+            self.finish(cid, training.train_seeds(spec))
+
+    def finish(self, cid: int, results: list[dict]) -> None:
+        """training -> done (with fitness) | failed (with the reason of the first failed seed)."""
+        row = self.archive.get(cid)
+        timings = dict(row["timings"] or {})
+        timings["train_s"] = round(sum((r.get("seconds") or {}).get("total", 0.0) for r in results), 3)
+        metrics = training.summarise(results)
+        failed = [r for r in results if r.get("status") != "done"]
+        status, reason, fitness, se = "done", None, None, None
+        if failed or len(results) != len(self.config.seeds):
+            status = "failed"
+            reason = failed[0].get("reason") if failed else "training produced no result"
+            if failed and "seed" in failed[0]:
+                reason = f"seed {failed[0]['seed']}: {reason}"
+        else:
+            try:
+                fitness, se = self.seams.fitness(results, self.config)
+            except Exception as err:  # noqa: BLE001 - a metric that is missing fails the row
+                status, reason = "failed", f"fitness {self.config.fitness!r}: {type(err).__name__}: {err}"
+        self.archive.update(cid, expect="training", status=status, reason=reason, metrics=metrics,
+                            fitness=fitness, fitness_se=se, timings=timings, finished_at=time.time())
+        (self.folder(row) / "metrics.json").write_text(json.dumps(
+            {"status": status, "reason": reason, "fitness": fitness, "fitness_se": se, **metrics},
+            indent=2, default=str))
+        score = f"fitness {fitness:.4f}" + (f" ± {se:.4f}" if se is not None else "") \
+            if fitness is not None else reason
+        log.info("#%d %s: %s: %s", cid, row["name"], status, score)
+        self.tick()
+
+    def advance(self, cid: int) -> None:
+        """Take row ``cid`` from wherever it is to a final state (or into a worker)."""
+        row = self.archive.get(cid)
+        if row["status"] == "training":
+            if row["attempts"] >= self.config.max_attempts:
+                self.archive.update(cid, status="failed", finished_at=time.time(), reason=(
+                    f"training was interrupted {row['attempts']} times (the process died each "
+                    "time); not retried"))
+                self.tick()
+                return
+            log.info("#%d %s: was cut off while training; training it again", cid, row["name"])
+            self.start(cid)
+        elif row["status"] == "proposed":
+            if self.validate(cid):
+                self.start(cid)
+            else:
+                self.tick()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            best = self.archive.leaderboard()
+            if best:
+                self.bar.set_postfix_str(f"best {best[0]['name'][:24]} {best[0]['fitness']:.4f}")
+
+    def record(self, proposal: Proposal) -> int:
+        cid = self.archive.add(
+            kind="candidate", name=proposal.name, code=proposal.code, thought=proposal.thought,
+            proposer=proposal.proposer, parents=proposal.parents,
+            prompt_tokens=proposal.prompt_tokens, completion_tokens=proposal.completion_tokens)
+        folder = self.folder(self.archive.get(cid))
+        (folder / "proposal.md").write_text(
+            f"# #{cid} {proposal.name}\n\n{proposal.thought}\n\n```python\n{proposal.code}```\n")
+        if proposal.prompt:
+            (folder / "prompt.md").write_text(proposal.prompt)
+        if proposal.reply is not None:
+            (folder / "reply.md").write_text(proposal.reply)
+        if proposal.error:
+            self.archive.update(cid, expect="proposed", status="invalid", reason=proposal.error,
+                                finished_at=time.time())
+            log.info("#%d: %s", cid, proposal.error)
+            self.tick()
+        return cid
+
+    def wait(self, below: int) -> None:
+        """Collect finished worker jobs until fewer than ``below`` are running."""
+        while len(self.jobs) >= below and self.jobs:
+            for cid, job in list(self.jobs.items()):
+                results = job.poll()
+                if results is not None:
+                    del self.jobs[cid]
+                    self.finish(cid, results)
+            if len(self.jobs) >= below:
+                time.sleep(0.2)
+
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+        a, cfg = self.archive, self.config
+        for name in cfg.baselines:
+            if not any(r["name"] == name for r in a.rows(kind="baseline")):
+                from objectives.baselines import REGISTRY
+                a.add(kind="baseline", name=name, code=REGISTRY.get(name).source,
+                      thought=REGISTRY.get(name).description, proposer="baseline")
+        total = len(cfg.baselines) + cfg.candidates
+        done = a.count(status=FINAL)
+        self.bar = tqdm(total=total, initial=min(done, total), desc="campaign", unit="cand",
+                        file=sys.stderr, dynamic_ncols=True, disable=not self.progress)
+        try:
+            for row in a.rows(status=("proposed", "training")):  # baselines first, then leftovers
+                self.wait(cfg.workers)
+                self.advance(row["id"])
+            if cfg.workers > 1:  # the proposer should see the baselines' fitness
+                self.wait(1)
+            while a.count(kind="candidate") < cfg.candidates:
+                self.wait(cfg.workers)
+                context = a.context(task=cfg.task, beta=self.beta, metric=cfg.metric,
+                                    n_best=cfg.n_best, n_recent=cfg.n_recent,
+                                    n_failures=cfg.n_failures)
+                cid = self.record(self.proposer.propose(context))
+                self.advance(cid)
+            self.wait(1)
+        finally:
+            for job in self.jobs.values():
+                job.kill()
+            self.bar.close()
+        return summary(a)
+
+
+def summary(archive: Archive) -> dict:
+    board = archive.leaderboard()
+    baselines = {r["name"]: {"fitness": r["fitness"], "fitness_se": r["fitness_se"], "status": r["status"]}
+                 for r in archive.rows(kind="baseline")}
+    best = next((r for r in board if r["kind"] == "candidate"), None)
+    return {"dir": str(archive.dir), "counts": archive.counts(), "baselines": baselines,
+            "best": None if best is None else {k: best[k] for k in (
+                "id", "name", "fitness", "fitness_se", "thought", "folder")}}
+
+
+def _log_to(directory: Path, progress: bool):
+    """campaign.log in the campaign folder, and short lines on stderr that do not break the bar."""
+    from tqdm.auto import tqdm
+
+    class TqdmHandler(logging.Handler):
+        def emit(self, record):
+            tqdm.write(self.format(record), file=sys.stderr)
+
+    file_handler = logging.FileHandler(directory / "campaign.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handlers = [file_handler]
+    if progress:
+        console = TqdmHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(console)
+    log.setLevel(logging.INFO)
+    for h in handlers:
+        log.addHandler(h)
+    return handlers
+
+
+def _drive(archive: Archive, config: CampaignConfig, proposer, seams, progress: bool) -> dict:
+    handlers = _log_to(archive.dir, progress)
+    try:
+        seams = seams or Seams.from_config(config)
+        proposer = proposer or make_proposer(config)
+        return Campaign(archive, config, seams, proposer, progress=progress).run()
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+        archive.close()
+
+
+def run_campaign(directory, config: CampaignConfig, *, proposer=None, seams: Seams | None = None,
+                 progress: bool = True) -> dict:
+    """Start a campaign in ``directory`` (which must not hold one yet) and run it to the end."""
+    config = config.resolved()
+    archive = Archive.create(directory, config.to_dict())
+    return _drive(archive, config, proposer, seams, progress)
+
+
+def resume_campaign(directory, *, proposer=None, seams: Seams | None = None, progress: bool = True,
+                    **changes) -> dict:
+    """Continue the campaign in ``directory`` with its saved configuration (``changes``: e.g. a
+    larger ``candidates`` or another ``workers``)."""
+    archive = Archive.open(directory)
+    config = CampaignConfig.from_dict(archive.config)
+    if changes:
+        config = dataclasses.replace(config, **changes)
+        archive.set_meta("config", config.to_dict())
+    return _drive(archive, config, proposer, seams, progress)

@@ -1,0 +1,124 @@
+"""Fast, deterministic stand-ins for the sandbox validator, the fingerprinter and the trainer.
+
+They are named in a campaign's config as ``campaign_fakes:...`` (tests/discovery is on the path),
+so the same fakes also work in the ``disco`` subprocesses of the kill-and-resume test. They run the
+test's own candidate code in-process: fine for fixtures written by the tests, never for real
+candidates.
+
+Environment knobs (read when called, so subprocesses see them too):
+``DISCO_FAKE_MARKERS``: a file that gets a "start <dir>" line when a training run starts and an
+"end <dir>" line when it ends; ``DISCO_FAKE_TRAIN_SLEEP``: seconds each training run takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+import objectives
+
+GRID = torch.linspace(-20.0, 20.0, 41, dtype=torch.float64)
+
+
+def _load(x):
+    return objectives.load(x) if not isinstance(x, objectives.Objective) else x
+
+
+@dataclasses.dataclass
+class Report:
+    valid: bool
+    reason: str | None = None
+    checks: dict = dataclasses.field(default_factory=dict)
+    warnings: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def validate(source: str, beta: float = 0.1, timeout: float = 20.0) -> Report:
+    try:
+        obj = _load(source)
+        values = obj.of_rho(GRID.clone(), beta)
+    except Exception as err:  # noqa: BLE001
+        return Report(False, f"{type(err).__name__}: {err}", {"loads": False})
+    if values.shape != GRID.shape:
+        return Report(False, f"expected losses of shape [B], got {tuple(values.shape)}")
+    if not torch.isfinite(values).all():
+        return Report(False, "non-finite loss on margins in [-20, 20]", {"finite": False})
+    return Report(True, None, {"loads": True, "finite": True})
+
+
+@dataclasses.dataclass
+class Fingerprint:
+    values: list
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps([round(v, 4) for v in self.values]).encode()).hexdigest()[:16]
+
+    def to_dict(self):
+        return {"values": self.values}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(list(d["values"]))
+
+    def same_function(self, other) -> bool:
+        return all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(self.values, other.values))
+
+
+def fingerprint(x) -> Fingerprint:
+    with torch.no_grad():
+        return Fingerprint([float(v) for v in _load(x).of_rho(GRID.clone(), 0.1)])
+
+
+def find_duplicate(fp, existing):
+    return next((i for i, other in existing if fp.same_function(other)), None)
+
+
+def _mark(line: str) -> None:
+    path = os.environ.get("DISCO_FAKE_MARKERS")
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def train(objective, task="synthetic", beta=None, seed=0, out_dir=None, isolation="auto",
+          timeout=600.0, progress=False, **overrides) -> dict:
+    """A fake training run: the 'win rate' rewards a steep loss at rho = 0, plus seed noise."""
+    _mark(f"start {out_dir}")
+    time.sleep(float(os.environ.get("DISCO_FAKE_TRAIN_SLEEP", "0")))
+    obj = _load(objective)
+    if "FAIL_TRAINING" in (obj.source or ""):
+        _mark(f"end {out_dir}")
+        return {"status": "failed", "reason": "loss became NaN at step 3", "steps": 3}
+    rho = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    obj.of_rho(rho, beta or 0.1).sum().backward()
+    slope = -float(rho.grad[0])
+    win = 0.5 + 0.3 * math.tanh(20 * slope) + 0.01 * ((seed * 7919) % 5 - 2)
+    result = {"status": "done", "metrics": {"win_rate": win, "win_rate_se": 0.01, "kl": 0.1 + slope},
+              "losses": [0.7, 0.6], "steps": 2, "seconds": {"total": 0.01}, "config": {"seed": seed}}
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "result.json").write_text(json.dumps(result))
+    _mark(f"end {out_dir}")
+    return result
+
+
+def fake_config(**changes):
+    """A CampaignConfig wired to these fakes (fast: no sandbox, no real training)."""
+    from discovery.config import CampaignConfig
+    settings = dict(candidates=4, beta=0.1, seeds=(0, 1), trainer="campaign_fakes:train",
+                    validator="campaign_fakes:validate", fingerprinter="campaign_fakes",
+                    inspect=False, retry_base_delay=0.01, retry_max_delay=0.05)
+    settings.update(changes)
+    return CampaignConfig(**settings)
