@@ -4,12 +4,14 @@ Judging follows alpaca_eval's ``weighted_alpaca_eval_gpt4_turbo`` annotator: the
 outputs as model ``m`` and model ``M`` and answers one token; with the top-5 log-probabilities of
 that token, ``preference = 2 - P(m) / (P(m) + P(M)) = 1 + P(second is better)``; without them the
 token itself decides (``m`` -> 1, ``M`` -> 2). The order shown to the judge is swapped per example
-with alpaca_eval's seeded rule (``random.Random("is_switched_outputs" + instruction + "123")``)
-and the preference is un-swapped (``3 - p``), so swaps agree with alpaca_eval's own annotations.
+with alpaca_eval's seeded rule (``random.Random("is_switched_outputs" + instruction + "0")``, seed 0
+being its annotators' default) and the preference is un-swapped (``3 - p``); on all nine DiscoPOP
+annotation files this reproduces every stored preference from the judge's raw log-probs.
 
 The judge prompt is alpaca_eval's ``alpaca_eval_clf.txt``, read at run time from the installed
-``alpaca_eval`` package (located, not imported: alpaca_eval 0.6.6 does not import on setuptools
->= 81, which removed ``pkg_resources``) or from a file the user gives.
+``alpaca_eval`` package (located, not imported: alpaca_eval 0.6.6 imports ``pkg_resources``, which
+current setuptools no longer ships, so ``import alpaca_eval`` fails) or from a file the user gives.
+For the same reason the metrics below are alpaca_eval's formulas re-implemented, not called.
 
 Metrics reproduce ``alpaca_eval.metrics.get_winrate`` (win_rate, standard_error, n_wins,
 n_wins_base, n_draws, n_total, discrete_win_rate) and the leaderboard's ``avg_length``. The
