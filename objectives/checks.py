@@ -247,6 +247,8 @@ def _interval_around_zero(z: torch.Tensor, mask: torch.Tensor) -> tuple[float, f
 def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
     try:
         return fn()
+    except MemoryError:
+        raise  # the sandbox reports it as kind "memory"
     except Exception as err:  # noqa: BLE001 - a check that raises is a failed check, with the reason
         return CheckResult(name, False, f"raised {type(err).__name__}: {str(err)[:500]}")
 

@@ -1,0 +1,2 @@
+def loss(rho, beta):
+    return loss(rho, beta)

@@ -1,0 +1,5 @@
+import os
+
+def loss(rho, beta):
+    os.fork()
+    return rho

@@ -1,0 +1,4 @@
+def loss(rho, beta):
+    while True:
+        pass
+    return rho

@@ -1,0 +1,2 @@
+def loss(rho, beta):
+    return -F.logsigmoid(beta * rho) * float("nan")

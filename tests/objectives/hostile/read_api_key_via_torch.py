@@ -1,0 +1,3 @@
+def loss(rho, beta):
+    key = torch.os.environ.get("OPENAI_API_KEY")
+    return rho
