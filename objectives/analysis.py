@@ -120,7 +120,14 @@ def _sandbox():
 
 
 def untrusted_runs_in() -> str:
-    return "sandbox" if _sandbox()[0] is not None else "in-process (objectives.sandbox not installed)"
+    """Where :func:`isolated` runs code, in words, with the sandbox's isolation layers."""
+    if _sandbox()[0] is None:
+        return "in-process (objectives.sandbox not installed)"
+    from objectives import sandbox
+    try:
+        return f"sandbox ({', '.join(sandbox.layers())})"
+    except Exception as err:  # the probe itself failed: say so rather than claim layers
+        return f"sandbox (layers unknown: {type(err).__name__})"
 
 
 # --- the summary: read from a profile and, when there is one, the closed form ---------------------

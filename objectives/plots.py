@@ -56,7 +56,10 @@ def plot_profiles(profile: dict, reference: dict | None, path, *, name: str, sum
                 _mark_extrema(ax, summary, key, z, curves, lo, hi)
             values = [curves[key]] + ([np.interp(z, ref["z"], ref[key])] if ref is not None else [])
             bounds = [_clip(v, z, lo, hi) for v in values]
-            ax.set_ylim(min(b[0] for b in bounds), max(b[1] for b in bounds))
+            y_lo, y_hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
+            if key == "df":  # keep the zero line in view: the sign of the slope is the point
+                y_lo, y_hi = min(y_lo, -0.05 * (y_hi - y_lo)), max(y_hi, 0.05 * (y_hi - y_lo))
+            ax.set_ylim(y_lo, y_hi)
             ax.set_xlim(lo, hi)
             ax.set_xlabel(r"$\beta\rho$  ($\beta$ = " + f"{beta:g})")
             ax.set_ylabel(ylabels[key])
