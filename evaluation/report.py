@@ -52,6 +52,7 @@ code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px}
 img{max-width:100%;height:auto;border:1px solid #e3e7ec;margin:4px 0}
 figure{margin:8px 0}figcaption{font-size:12px;color:#66707a}
 .card{border:1px solid #e3e7ec;border-radius:6px;padding:4px 16px 10px;margin:14px 0}
+.card img{max-width:760px}
 """
 
 MARK_IMAGES = """window.addEventListener("load",function(){var i=Array.prototype.slice.call(document.images);
@@ -154,6 +155,8 @@ def fitness_plot(c: Campaign) -> bytes | None:
     if fails:
         lo = min(ys + [b["fitness"] for b in c.baselines() if isinstance(b.get("fitness"), (int, float))] or [0])
         ax.plot(fails, [lo] * len(fails), "x", color="#a12a2a", label="failed / invalid / duplicate")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("candidate (proposal order)")
     ax.set_ylabel(f"fitness ({c.metric})")
     ax.grid(alpha=0.3)
