@@ -104,8 +104,9 @@ def cmd_sweep(args) -> int:
 
     objectives = resolve_objectives(args.objectives, baselines=())
     result = sweep(objectives, betas=args.betas, seeds=args.seeds, task=args.task, out_dir=args.out,
-                   overrides=parse_overrides(args.overrides), runner=RUNNER, log=_log, **_runner_kwargs(args))
-    print(format_points(result["points"]))
+                   overrides=parse_overrides(args.overrides), x=args.x, runner=RUNNER, log=_log,
+                   **_runner_kwargs(args))
+    print(format_points(result["points"], x=args.x))
     print(f"\nwrote {result['png']} and {result['json']}", file=sys.stderr)
     return 0
 
@@ -168,6 +169,9 @@ def register(subparsers) -> None:
     p.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS),
                    help=f"KL strengths (default: {' '.join(f'{b:g}' for b in DEFAULT_BETAS)})")
     p.add_argument("--task", default="synthetic", help="inner-loop task (default: synthetic)")
+    p.add_argument("--x", default="kl", metavar="METRIC",
+                   help="x axis: kl (KL(pi||ref) per completion, default), kl_per_token, or kl_ref_pi_per_token "
+                   "(KL(ref||pi) per token, the paper's Fig. 5 direction)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (a campaign DIR puts it in the report)")
     _common(p)
     p.set_defaults(func=cmd_sweep)

@@ -136,6 +136,9 @@ def run_grid(objectives: dict[str, str], settings: Sequence[Setting], *, runner:
     """Every objective ({label: spec}) on every setting, setting by setting (seeds outermost)."""
     runner = runner or default_runner()
     runs = []
+    strata = list(dict.fromkeys(s.stratum for s in settings))
+    if log and len(strata) == 1:
+        log(f"setting: {strata[0]}")
     for setting in settings:
         for label, spec in objectives.items():
             run_dir = None
@@ -146,7 +149,8 @@ def run_grid(objectives: dict[str, str], settings: Sequence[Setting], *, runner:
                 shown = "failed: " + (run.reason or "?") if run.status != "done" else \
                     ", ".join(f"{k}={run.metrics[k]:.4g}" for k in ("reward", "kl", "win_rate")
                               if isinstance(run.metrics.get(k), (int, float)))
-                log(f"{label:>14} {setting.key}: {shown} ({run.seconds:.0f}s)")
+                where = setting.key if len(strata) > 1 else f"seed={setting.seed}"
+                log(f"{label:>14} {where}: {shown} ({run.seconds:.0f}s)")
             runs.append(run)
     return runs
 

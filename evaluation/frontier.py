@@ -20,6 +20,11 @@ from evaluation.compare import Run, Setting, jsonable, run_grid
 from evaluation.stats import mean_se
 
 DEFAULT_BETAS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0)  # DiscoPOP Fig. 5 sweeps beta over about this range
+X_LABELS = {  # inner_loop.metrics names both directions; "kl" is the usual RLHF constraint
+    "kl": "KL(π ‖ π_ref), summed over completion tokens",
+    "kl_per_token": "KL(π ‖ π_ref) per token",
+    "kl_ref_pi_per_token": "KL(π_ref ‖ π) per token (the direction of DiscoPOP Fig. 5)",
+}
 SWEEP_JSON = "sweep.json"
 FRONTIER_PNG = "frontier.png"
 
@@ -60,7 +65,7 @@ def plot(pts: Sequence[dict], path: str | Path, *, x: str = "kl", y: str = "rewa
         for p in mine:
             ax.annotate(f"β={p['beta']:g}" if p["beta"] is not None else "β=default", (p[x], p[y]),
                         textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
-    ax.set_xlabel("KL(policy ‖ reference), mean over held-out prompts")
+    ax.set_xlabel(X_LABELS.get(x, x) + ", mean over evaluation prompts")
     ax.set_ylabel("gold reward, mean")
     ax.set_title(title or "Reward versus KL across β (higher and further left is better)")
     ax.grid(alpha=0.3)
@@ -74,16 +79,16 @@ def plot(pts: Sequence[dict], path: str | Path, *, x: str = "kl", y: str = "rewa
 
 
 def sweep(objectives: dict[str, str], *, betas: Sequence[float] = DEFAULT_BETAS, seeds: Sequence[int] = (0,),
-          task: str = "synthetic", out_dir: str | Path, overrides: tuple = (), runner=None,
+          task: str = "synthetic", out_dir: str | Path, overrides: tuple = (), x: str = "kl", runner=None,
           log: Callable[[str], None] | None = None, **runner_kwargs) -> dict:
     """Train every objective ({label: spec}) at every beta and seed; write the JSON and the plot."""
     out_dir = Path(out_dir)
     settings = [Setting(seed=s, task=task, beta=float(b), overrides=tuple(overrides)) for b in betas for s in seeds]
     runs = run_grid(objectives, settings, runner=runner, out_dir=out_dir / "sweep", log=log, **runner_kwargs)
-    pts = points(runs)
-    png = plot(pts, out_dir / FRONTIER_PNG, title=f"Reward versus KL on {task} across β "
+    pts = points(runs, x=x)
+    png = plot(pts, out_dir / FRONTIER_PNG, x=x, title=f"Reward versus KL on {task} across β "
                f"({len(seeds)} seed{'s' if len(seeds) != 1 else ''} per point, bars: ±1 se)")
-    result = {"command": "sweep", "task": task, "betas": list(betas), "seeds": list(seeds),
+    result = {"command": "sweep", "x": x, "y": "reward", "task": task, "betas": list(betas), "seeds": list(seeds),
               "overrides": dict(overrides), "points": pts, "runs": [r.to_dict() for r in runs]}
     (out_dir / SWEEP_JSON).write_text(json.dumps(jsonable(result), indent=1))
     return {**result, "png": str(png), "json": str(out_dir / SWEEP_JSON)}
@@ -93,13 +98,13 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def format_points(pts: Sequence[dict]) -> str:
-    lines = [f"{'objective':<14} {'beta':>6} {'runs':>5} {'KL':>16} {'reward':>16}"]
+def format_points(pts: Sequence[dict], x: str = "kl") -> str:
+    lines = [f"{'objective':<14} {'beta':>6} {'runs':>5} {x:>16} {'reward':>16}"]
     for p in pts:
         def cell(m, s):
             return f"{m:.4f}" + (f" ± {s:.4f}" if _finite(s) else "") if _finite(m) else "—"
         beta = "default" if p["beta"] is None else f"{p['beta']:g}"
         runs = f"{p['n_done']}" + (f"+{p['n_failed']}✗" if p["n_failed"] else "")
-        lines.append(f"{p['objective']:<14} {beta:>6} {runs:>5} {cell(p['kl'], p['kl_se']):>16} "
+        lines.append(f"{p['objective']:<14} {beta:>6} {runs:>5} {cell(p[x], p[f'{x}_se']):>16} "
                      f"{cell(p['reward'], p['reward_se']):>16}")
     return "\n".join(lines)

@@ -92,3 +92,19 @@ def test_every_image_decodes_in_headless_chromium(campaign, tmp_path):
     m = re.search(r'<body[^>]*data-images="(\d+)"[^>]*data-images-decoded="(\d+)"', done.stdout)
     assert m, f"the page's load script did not run; chromium said: {done.stderr[-1500:]}"
     assert int(m.group(1)) == 3 and m.group(2) == m.group(1), f"{m.group(2)} of {m.group(1)} images decoded"
+
+
+def test_sweep_has_one_point_per_objective_and_beta_and_leaves_failures_out(tmp_path, capsys, monkeypatch):
+    from evaluation import analysis_commands
+
+    monkeypatch.setattr(analysis_commands, "RUNNER", FakeRunner(fail_seeds={1}))
+    assert main(["sweep", "--objectives", "dpo", "ipo", "--betas", "0.05", "0.5", "--seeds", "0", "1",
+                 "--out", str(tmp_path)]) == 0
+    assert "dpo" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    pts = {(p["objective"], p["beta"]): p for p in saved["points"]}
+    assert sorted(pts) == [("dpo", 0.05), ("dpo", 0.5), ("ipo", 0.05), ("ipo", 0.5)]
+    # seed 1 failed everywhere: each point is seed 0 alone (fake kl = 2 / beta for dpo), and says so
+    assert pts[("dpo", 0.5)]["kl"] == pytest.approx(4.0) and pts[("dpo", 0.5)]["n_failed"] == 1
+    assert pts[("dpo", 0.5)]["failures"][0]["reason"].startswith("non-finite loss")
+    assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
