@@ -1,0 +1,144 @@
+"""The campaign loop with fake validator, fingerprinter and trainer (fast, no sandbox, no training)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from campaign_fakes import fake_config
+from discovery.archive import Archive
+from discovery.campaign import resume_campaign, run_campaign
+from discovery.proposers import Proposal
+from fake_openai import FakeOpenAI, reply
+
+DPO_AGAIN = "def again(rho, beta):\n    return F.softplus(-beta * rho)\n"  # DPO, written otherwise
+
+
+class Scripted:
+    """A fake proposer that hands out a fixed list of proposals and records each context."""
+
+    name = "scripted"
+
+    def __init__(self, codes):
+        self.codes, self.contexts = list(codes), []
+
+    def propose(self, context):
+        self.contexts.append(context)
+        code = self.codes[len(self.contexts) - 1]
+        return Proposal(thought=f"idea {len(self.contexts)}", name=f"s{len(self.contexts)}", code=code,
+                        proposer=self.name)
+
+
+def steep(k):
+    return f"def steep(rho, beta):\n    return -F.logsigmoid({k} * beta * rho)\n"
+
+
+def test_baselines_first_then_candidates_with_fitness(tmp_path):
+    proposer = Scripted([steep(2), steep(3)])
+    result = run_campaign(tmp_path / "c", fake_config(candidates=2), proposer=proposer, progress=False)
+    with Archive.open(tmp_path / "c") as a:
+        rows = a.rows()
+    assert [(r["kind"], r["name"]) for r in rows[:3]] == [("baseline", "dpo"), ("baseline", "ipo"),
+                                                          ("baseline", "lrml")]
+    assert all(r["status"] == "done" and r["fitness"] is not None for r in rows)
+    assert len(rows) == 5 and result["counts"]["done"] == 2
+    assert {b.name for b in proposer.contexts[0].baselines} == {"dpo", "ipo", "lrml"}
+    assert all(b.fitness is not None for b in proposer.contexts[0].baselines)
+    row = rows[3]
+    assert len(row["metrics"]["per_seed"]) == 2 and row["fitness_se"] is not None
+    assert row["config"]["seeds"] == [0, 1] and row["config"]["trainer"] == "campaign_fakes:train"
+    folder = tmp_path / "c" / row["folder"]
+    assert (folder / "proposal.md").is_file() and (folder / "seed-1" / "result.json").is_file()
+    assert (tmp_path / "c" / "campaign.log").read_text().count("done: fitness") == 5
+
+
+def test_invalid_duplicate_and_failed_are_typed_outcomes(tmp_path):
+    codes = ["def broken(rho, beta):\n    return torch.log(rho)\n",  # NaN for rho < 0
+             DPO_AGAIN,
+             "def f(rho, beta):\n    # FAIL_TRAINING\n    return -F.logsigmoid(1.5 * beta * rho)\n",
+             "import os\ndef f(rho, beta):\n    return rho\n"]
+    run_campaign(tmp_path / "c", fake_config(candidates=4), proposer=Scripted(codes), progress=False)
+    with Archive.open(tmp_path / "c") as a:
+        rows = a.rows(kind="candidate")
+    assert [r["status"] for r in rows] == ["invalid", "duplicate", "failed", "invalid"]
+    assert "non-finite" in rows[0]["reason"]
+    assert rows[1]["reason"] == "computes the same function as #1 dpo" and rows[1]["duplicate_of"] == 1
+    assert rows[2]["reason"] == "seed 0: loss became NaN at step 3" and rows[2]["fitness"] is None
+    assert "os" in rows[3]["reason"]
+    assert all(r["finished_at"] for r in rows)
+
+
+def test_resume_finishes_interrupted_rows_exactly_once(tmp_path):
+    run_campaign(tmp_path / "c", fake_config(candidates=1), proposer=Scripted([steep(2)]), progress=False)
+    with Archive.open(tmp_path / "c") as a:  # forge the states a crash leaves behind
+        cut = a.add(kind="candidate", name="cut", code=steep(4))
+        a.start_training(cut)
+        (a.dir / a.get(cut)["folder"] / "seed-0").mkdir()
+        (a.dir / a.get(cut)["folder"] / "seed-0" / "partial.bin").write_text("half a model")
+        pending = a.add(kind="candidate", name="pending", code=steep(5))
+        dead = a.add(kind="candidate", name="dead", code=steep(6))
+        a.start_training(dead)
+        a.start_training(dead)  # it already killed its process twice
+    resume_campaign(tmp_path / "c", proposer=Scripted([]), progress=False, candidates=4)
+    with Archive.open(tmp_path / "c") as a:
+        by_name = {r["name"]: r for r in a.rows(kind="candidate")}
+        folder = a.dir / by_name["cut"]["folder"]
+        assert a.config["candidates"] == 4
+    assert by_name["cut"]["status"] == "done" and by_name["cut"]["attempts"] == 2
+    assert not (folder / "seed-0" / "partial.bin").exists()
+    assert by_name["pending"]["status"] == "done" and by_name["pending"]["attempts"] == 1
+    assert by_name["dead"]["status"] == "failed" and "interrupted 2 times" in by_name["dead"]["reason"]
+    assert len(by_name) == 4
+
+
+def test_context_is_rebuilt_from_the_archive(tmp_path):
+    proposer = Scripted([steep(2), "def bad(rho, beta):\n    return torch.log(rho)\n", steep(3)])
+    run_campaign(tmp_path / "c", fake_config(candidates=3), proposer=proposer, progress=False)
+    last = proposer.contexts[-1]
+    assert last.n_proposed == 2
+    assert [e.name for e in last.failures] == ["s2"] and "non-finite" in last.failures[0].reason
+    assert [e.name for e in last.best] == ["s1"]
+
+
+def test_workers_train_in_separate_processes(tmp_path, monkeypatch):
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DISCO_FAKE_MARKERS", str(tmp_path / "markers"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-in-a-worker")
+    monkeypatch.setenv("DISCO_FAKE_TRAIN_SLEEP", "0.5")
+    cfg = fake_config(candidates=2, workers=2, baselines=("dpo",), seeds=(0,))
+    run_campaign(tmp_path / "c", cfg, proposer=Scripted([steep(2), steep(3)]), progress=False)
+    with Archive.open(tmp_path / "c") as a:
+        rows = a.rows()
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert sorted(line.split()[0] for line in (tmp_path / "markers").read_text().splitlines()) == \
+        ["end"] * 3 + ["start"] * 3
+    assert all((tmp_path / "c" / r["folder"] / "worker.log").is_file() for r in rows)
+
+
+def test_llm_campaign_feeds_errors_back_and_never_writes_the_key(tmp_path, monkeypatch, capfd):
+    secret = "sk-DISTINCTIVE-9f8e7d6c5b4a"
+    monkeypatch.setenv("DISCO_SECRET_KEY", secret)
+    good = {"thought": "steeper", "name": "steeper", "code": steep(2)}
+    nan = {"thought": "log margin", "name": "log_margin",
+           "code": "def log_margin(rho, beta):\n    return torch.log(rho)\n"}
+    script = [reply(json.dumps(nan)), reply("not json at all {"), reply(json.dumps(good), 200, 30)]
+    with FakeOpenAI(script) as server:
+        cfg = fake_config(candidates=3, proposer="openai", base_url=server.url, model="fake",
+                          api_key_env="DISCO_SECRET_KEY")
+        run_campaign(tmp_path / "c", cfg, progress=True)
+    prompts = server.prompts()
+    assert "non-finite" in prompts[1] and "log_margin" in prompts[1]  # the validation error came back
+    assert "could not be parsed" in prompts[2]                      # and so did the parse error
+    with Archive.open(tmp_path / "c") as a:
+        rows = a.rows(kind="candidate")
+    assert [r["status"] for r in rows] == ["invalid", "invalid", "done"]
+    assert (rows[2]["prompt_tokens"], rows[2]["completion_tokens"]) == (200, 30)
+    assert all(server.requests[i]["headers"]["authorization"] == f"Bearer {secret}" for i in range(3))
+    out, err = capfd.readouterr()
+    assert secret not in out + err
+    files = [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path

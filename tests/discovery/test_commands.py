@@ -1,0 +1,62 @@
+"""disco run / resume / status / show, called through the console script's parser."""
+
+import json
+
+import yaml
+
+from campaign_fakes import fake_config
+from discovery.cli import main
+
+
+def write_config(tmp_path, **changes):
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(fake_config(**changes).to_dict()))
+    return path
+
+
+def test_run_status_show_resume(tmp_path, capsys):
+    cfg = write_config(tmp_path, candidates=3)
+    out = tmp_path / "c"
+    assert main(["run", "--out", str(out), "--config", str(cfg), "--candidates", "2", "--seeds", "0",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"disco status {out}" in printed and f"disco show {out} <id>" in printed
+
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["config"]["candidates"] == 2 and status["config"]["seeds"] == [0]  # flags win
+    assert set(status["baselines"]) == {"dpo", "ipo", "lrml"}
+    assert sum(status["counts"].values()) == 2
+    assert status["leaderboard"][0]["fitness"] >= status["leaderboard"][-1]["fitness"]
+    assert set(status["leaderboard"][0]["vs_baselines"]) == {"dpo", "ipo", "lrml"}
+
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "(baseline)" in text and "vs dpo" in text and "±" in text
+
+    assert main(["show", str(out), "4"]) == 0
+    text = capsys.readouterr().out
+    assert "hypothesis:" in text and "def " in text and "checks: valid" in text and "win_rate" in text
+
+    assert main(["show", str(out), "dpo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "baseline"
+
+    assert main(["resume", str(out), "--candidates", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    assert sum(json.loads(capsys.readouterr().out)["counts"].values()) == 3
+
+
+def test_run_refuses_an_existing_campaign_and_bad_settings(tmp_path, capsys):
+    cfg = write_config(tmp_path, candidates=1)
+    out = tmp_path / "c"
+    assert main(["run", "--out", str(out), "--config", str(cfg), "--quiet"]) == 0
+    assert main(["run", "--out", str(out), "--config", str(cfg), "--quiet"]) == 2
+    assert "disco resume" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("candidate: 3\n")
+    assert main(["run", "--out", str(tmp_path / "d"), "--config", str(bad)]) == 2
+    assert "did you mean 'candidates'" in capsys.readouterr().err
+    assert main(["run", "--out", str(tmp_path / "e"), "--config", str(cfg), "--proposer", "evolv"]) == 2
+    assert "did you mean 'evolve'" in capsys.readouterr().err
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
