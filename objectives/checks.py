@@ -249,6 +249,10 @@ def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
         return fn()
     except MemoryError:
         raise  # the sandbox reports it as kind "memory"
+    except RuntimeError as err:
+        if "can't allocate memory" in str(err):
+            raise  # torch's allocator: the same, kind "memory"
+        return CheckResult(name, False, f"raised {type(err).__name__}: {str(err)[:500]}")
     except Exception as err:  # noqa: BLE001 - a check that raises is a failed check, with the reason
         return CheckResult(name, False, f"raised {type(err).__name__}: {str(err)[:500]}")
 

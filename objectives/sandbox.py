@@ -313,7 +313,7 @@ def serve(once: bool = False) -> None:
     for name in PRELOAD:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:  # noqa: BLE001 - optional (pyseccomp without libseccomp raises OSError)
             pass
     pidns = None
     if os.geteuid() == 0:
@@ -470,7 +470,7 @@ def _child(fn, request: dict, out: int) -> None:
     try:
         value = fn(*request["args"], **request["kwargs"])
     except BaseException as err:  # noqa: BLE001 - everything becomes a typed answer
-        _send(out, _failure(err))
+        _send(out, _failure(err, memory_mb))
         os._exit(0)
     try:
         _send(out, {"ok": True, "value": value})
@@ -480,12 +480,13 @@ def _child(fn, request: dict, out: int) -> None:
     os._exit(0)
 
 
-def _failure(err: BaseException) -> dict:
-    text = f"{type(err).__name__}: {err}"[:4000]
+def _failure(err: BaseException, memory_mb: int | None) -> dict:
+    text = (f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)[:4000]
     memory = isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and any(
         s in str(err) for s in ("can't allocate memory", "not enough memory", "DefaultCPUAllocator")))
     if memory:
-        return {"ok": False, "kind": "memory", "reason": f"out of memory (limit reached): {text}"}
+        return {"ok": False, "kind": "memory",
+                "reason": f"out of memory (limit: {memory_mb} MiB above the worker's own): {text}"}
     return {"ok": False, "kind": "error", "reason": text}
 
 
@@ -569,11 +570,12 @@ def _vm_size() -> int:
 
 
 def _seccomp() -> list[str]:
+    """An optional layer: without pyseccomp/libseccomp, or where filters cannot load, none."""
     try:
         import pyseccomp
-    except (ImportError, OSError):
+        flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    except (ImportError, OSError, AttributeError):
         return []
-    flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for name in DENIED_SYSCALLS:
         try:
             flt.add_rule(pyseccomp.ERRNO(1), name)  # EPERM
@@ -584,5 +586,8 @@ def _seccomp() -> list[str]:
     flt.add_rule(pyseccomp.ERRNO(1), "clone",
                  pyseccomp.Arg(0, pyseccomp.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER))
     flt.add_rule(pyseccomp.ERRNO(38), "clone3")  # ENOSYS
-    flt.load()  # also sets no_new_privs (libseccomp's default)
+    try:
+        flt.load()  # also sets no_new_privs (libseccomp's default)
+    except OSError:
+        return []
     return ["seccomp", "no-new-privs"]
