@@ -54,8 +54,12 @@ def _read(x: str) -> str:
     return x
 
 
-def validate(source: str, beta: float = 0.1, timeout: float = 20.0) -> ValidationReport:
-    """Screen ``source`` (code, a ``.py`` path or a registry name), then check it in the sandbox."""
+def validate(source: str, beta: float = 0.1, timeout: float = 20.0, *, cold: bool = False) -> ValidationReport:
+    """Screen ``source`` (code, a ``.py`` path or a registry name), then check it in the sandbox.
+
+    ``cold=True`` runs the checks in a fresh sandboxed interpreter instead of the warm pool (same
+    isolation, about two seconds slower; benchmarks/validate_speed.py compares the two).
+    """
     is_name = isinstance(source, str) and source in REGISTRY
     form = "registry" if is_name else None
     try:
@@ -68,7 +72,7 @@ def validate(source: str, beta: float = 0.1, timeout: float = 20.0) -> Validatio
     checks = [CheckResult("screen", True, "registry objective (trusted)" if is_name else None)]
     try:
         outcome = sandbox.run("objectives.checks:run_checks", source, float(beta), timeout=timeout,
-                              memory_mb=MEMORY_MB)
+                              memory_mb=MEMORY_MB, cold=cold)
     except sandbox.SandboxError as err:
         checks.append(CheckResult("sandbox", False, err.reason, {"kind": err.kind}))
         return ValidationReport(False, f"sandbox {err.kind}: {err.reason}", checks, form=form)
