@@ -216,3 +216,30 @@ def test_pool_survives_failures_and_stays_warm():
     start = time.perf_counter()
     assert sandbox.call(f"{T}:echo", 1) == {"args": [1], "kwargs": {}}
     assert time.perf_counter() - start < 1.0  # forked, not a fresh interpreter
+
+
+def test_fallback_without_namespaces_or_seccomp_still_contains(monkeypatch):
+    """What a runner that forbids namespaces gets: fork + rlimits + uid drop + clean environment.
+
+    The network and /tmp are then open to the child (see the threat model); time, memory, secrets,
+    root-owned files and the next call stay protected."""
+    monkeypatch.setattr(sandbox, "SKIP_LAYERS", frozenset({"pidns", "netns", "ipcns", "mountns", "seccomp"}))
+    found = sandbox.run(f"{T}:read_secrets", os.getpid())
+    print("fallback layers:", ", ".join(found.layers))
+    assert not set(found.layers) & {"pidns", "netns", "private-tmp", "private-proc", "private-root", "seccomp"}
+    assert {"process", "rlimits", "clean-env"} <= set(found.layers)
+    assert FAKE_KEY not in json.dumps(found.value)
+    with pytest.raises(SandboxError) as err:
+        sandbox.call(f"{T}:spin_forever", timeout=1.0)
+    assert err.value.kind == "timeout"
+    with pytest.raises(SandboxError) as err:
+        sandbox.call(f"{T}:allocate", 64, memory_mb=512)
+    assert err.value.kind == "memory"
+    me = sandbox.call(f"{T}:whoami")
+    assert not Path(me["cwd"]).exists(), "the child's folder in the host's /tmp must be removed"
+    if "uid-drop" in found.layers:
+        repo_file = Path(__file__).parent / f"disco-escape-{uuid.uuid4().hex}"
+        assert sandbox.call(f"{T}:write_files", [str(repo_file)])[str(repo_file)].startswith("PermissionError")
+        assert not repo_file.exists()
+    report = sandbox.call("objectives.checks:run_checks", "dpo", 0.1)
+    assert all(c["passed"] for c in report["checks"]), report
