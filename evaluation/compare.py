@@ -13,8 +13,10 @@ percentile bootstrap interval (:mod:`evaluation.stats`); the pairing used is nam
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -117,8 +119,9 @@ def run_one(runner: Runner, label: str, spec: str, setting: Setting, *, out_dir:
     """Train ``spec`` (a registry name or source code) on ``setting``; never raises for the run's faults."""
     start = time.perf_counter()
     try:
-        result = runner(spec, task=setting.task, beta=setting.beta, seed=setting.seed, out_dir=out_dir,
-                        **runner_kwargs, **dict(setting.overrides))
+        with contextlib.redirect_stdout(sys.stderr):  # trainers print logs; stdout is for the table/JSON
+            result = runner(spec, task=setting.task, beta=setting.beta, seed=setting.seed, out_dir=out_dir,
+                            **runner_kwargs, **dict(setting.overrides))
     except Exception as err:  # noqa: BLE001 - a crash of one run is that run's typed failure
         return Run(label, setting, "failed", f"{type(err).__name__}: {err}"[:500],
                    seconds=time.perf_counter() - start)

@@ -64,8 +64,12 @@ def plot(pts: Sequence[dict], path: str | Path, *, x: str = "kl", y: str = "rewa
         ax.errorbar(xs, ys, xerr=xe, yerr=ye, color=color, marker="o", ms=5, lw=1.6, capsize=2, label=name)
         for p in mine:
             ax.annotate(f"β={p['beta']:g}" if p["beta"] is not None else "β=default", (p[x], p[y]),
-                        textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
-    ax.set_xlabel(X_LABELS.get(x, x) + ", mean over evaluation prompts")
+                        textcoords="offset points", xytext=(6, 5 - 8 * (i % 4)), fontsize=7, color=color)
+    xs_all = [p[x] for p in pts if _finite(p[x])]
+    log_x = bool(xs_all) and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20
+    if log_x:  # small betas sit far right: a log axis keeps the large-beta end readable
+        ax.set_xscale("log")
+    ax.set_xlabel(X_LABELS.get(x, x) + ", mean over evaluation prompts" + (" (log scale)" if log_x else ""))
     ax.set_ylabel("gold reward, mean")
     ax.set_title(title or "Reward versus KL across β (higher and further left is better)")
     ax.grid(alpha=0.3)

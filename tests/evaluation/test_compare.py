@@ -111,12 +111,13 @@ def test_disco_compare_end_to_end_through_the_real_runner(tmp_path, capsys, monk
     tiny = ["corpus_size=400", "sft_steps=20", "n_train_pairs=32", "n_heldout_prompts=16", "max_steps=4",
             "batch_size=8", f"cache_dir={tmp_path / 'cache'}"]
     argv = ["compare", "--objectives", "dpo", "lrml", "--baselines", "dpo", "lrml", "--seeds", "0", "1",
-            "--n-boot", "500", "--out", str(tmp_path / "out")]
+            "--n-boot", "500", "--json", "--out", str(tmp_path / "out")]
     assert main(argv + [x for item in tiny for x in ("--set", item)]) == 0
-    out = capsys.readouterr().out
-    assert "- dpo [95% CI]" in out and "paired by setting (n=2)" in out
+    printed = json.loads(capsys.readouterr().out)  # the trainer's own prints went to stderr
     saved = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert printed == saved
     assert [r["status"] for r in saved["runs"]] == ["done"] * 4, [r["reason"] for r in saved["runs"]]
     assert all(0 <= r["metrics"]["win_rate"] <= 1 and r["metrics"]["kl"] >= 0 for r in saved["runs"])
     lrml = next(r for r in saved["table"]["rows"] if r["objective"] == "lrml")
-    assert lrml["n_done"] == 2 and lrml["vs"]["dpo"]["lo"] <= lrml["vs"]["dpo"]["mean"] <= lrml["vs"]["dpo"]["hi"]
+    assert lrml["n_done"] == 2 and lrml["vs"]["dpo"]["pairing"] == "setting"
+    assert lrml["vs"]["dpo"]["lo"] <= lrml["vs"]["dpo"]["mean"] <= lrml["vs"]["dpo"]["hi"]
