@@ -37,7 +37,7 @@ class HeldoutError(ValueError):
 
 def parse_task(text: str) -> tuple[str, tuple]:
     """``"synthetic:max_completion_len=32,polarity_concentration=1.0"`` -> (name, sorted overrides)."""
-    from evaluation.analysis_commands import parse_value
+    from evaluation.analysis_commands import RESERVED, parse_value
 
     name, _, rest = text.partition(":")
     overrides = {}
@@ -46,6 +46,10 @@ def parse_task(text: str) -> tuple[str, tuple]:
         if not sep:
             raise HeldoutError(f"task variant {text!r}: expected NAME:key=value,key=value")
         overrides[key.strip()] = parse_value(value.strip())
+    clash = [k for k in overrides if k in RESERVED]
+    if clash:
+        raise HeldoutError(f"task variant {text!r}: {', '.join(clash)} is run_candidate's own argument "
+                           "(vary it with --seeds / --betas)")
     return name.strip(), tuple(sorted(overrides.items()))
 
 

@@ -50,6 +50,8 @@ def test_parse_task_variants():
         "synthetic", (("max_completion_len", 32), ("polarity_concentration", 1.0)))
     with pytest.raises(HeldoutError):
         parse_task("synthetic:oops")
+    with pytest.raises(HeldoutError, match="run_candidate's own argument"):
+        parse_task("synthetic:seed=3")  # would collide with the training seed
 
 
 def test_campaign_view_ranks_candidates_not_baselines(tmp_path):
