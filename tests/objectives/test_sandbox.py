@@ -67,6 +67,8 @@ def test_api_key_is_not_readable_in_the_child():
     assert FAKE_KEY not in json.dumps(found)
     assert "OPENAI_API_KEY" not in found["environ"]
     if "uid-drop" in sandbox.layers():
+        # the /proc/1/environ trap: after the uid drop no root process's environ is readable
+        assert found["/proc/1/environ"].startswith("PermissionError")
         assert "Error" in found[f"/proc/{os.getpid()}/environ"]  # the host's environ: unreadable
         assert "Error" in found["/root/.gitconfig"]
     if "private-proc" in sandbox.layers():
@@ -229,6 +231,9 @@ def test_fallback_without_namespaces_or_seccomp_still_contains(monkeypatch):
     assert not set(found.layers) & {"pidns", "netns", "private-tmp", "private-proc", "private-root", "seccomp"}
     assert {"process", "rlimits", "clean-env"} <= set(found.layers)
     assert FAKE_KEY not in json.dumps(found.value)
+    if "uid-drop" in found.layers:  # the host's /proc: pid 1 and this process are root's
+        assert found.value["/proc/1/environ"].startswith("PermissionError")
+        assert found.value[f"/proc/{os.getpid()}/environ"].startswith("PermissionError")
     with pytest.raises(SandboxError) as err:
         sandbox.call(f"{T}:spin_forever", timeout=1.0)
     assert err.value.kind == "timeout"
