@@ -392,8 +392,9 @@ def _handle(request: dict, out: int, pidns: int | None) -> dict:
         else:
             hello, result = None, hello  # setup failed before the hello
     except TimeoutError:
+        killed = "its PID namespace" if new_pidns else "its process group"
         failure = ("timeout", f"no result within the wall-clock limit of {timeout:g} s; "
-                              "the child and all its processes were killed")
+                              f"the child and {killed} were killed")
     except (OverflowError, ValueError) as err:
         failure = ("crash", f"the child's answer was not one JSON line ({type(err).__name__})")
     _kill_group(pid)  # before reaping, so the pid cannot have been reused
