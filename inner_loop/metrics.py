@@ -78,11 +78,20 @@ def kl_along(policy, ref_model, prompts, completions, pad_token_id: int, batch_s
 
 
 def evaluate_policy(policy_model, task, n_samples_per_prompt: int = 2, seed: int = 0, ref_model=None,
-                    max_completion_len: int | None = None, batch_size: int = 512) -> dict:
+                    max_completion_len: int | None = None, batch_size: int = 512,
+                    threads: int | None = 1) -> dict:
     """Score ``policy_model`` on ``task.heldout_prompts`` (see the module docstring for the keys).
 
     ``ref_model`` defaults to ``task.load_sft()``. Both models keep their train/eval mode.
+    ``threads``: torch intra-op threads while scoring (1: see :mod:`inner_loop.sampling`; None: as is).
     """
+    with sampling.torch_threads(threads):
+        return _evaluate(policy_model, task, n_samples_per_prompt, seed, ref_model, max_completion_len,
+                         batch_size)
+
+
+def _evaluate(policy_model, task, n_samples_per_prompt, seed, ref_model, max_completion_len,
+              batch_size) -> dict:
     t0 = time.perf_counter()
     ref_model = task.load_sft() if ref_model is None else ref_model
     prompts = [list(p) for p in task.heldout_prompts]

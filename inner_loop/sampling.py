@@ -12,16 +12,33 @@ by :mod:`inner_loop.metrics` (evaluation):
   (causal attention: real tokens never see the padding after them), returning the per-token
   log-softmax at every completion position and the mask of real completion tokens.
 
+Both run tiny models, whose ops are too small to gain from intra-op threads: under CPU contention
+(a shared 2-core box) two OpenMP threads made evaluation 20x slower than one (31 s against 1.5 s
+measured), so callers wrap them in :func:`torch_threads` (``evaluate_policy`` and the build do).
+
 A completion is the list of generated token ids, ending with ``eos`` when the model produced it
 within ``max_new_tokens`` (it is then part of the completion and is scored like any token).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from typing import Iterator, Sequence
 
 import torch
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``torch.set_num_threads(n)`` (None: leave it), restoring it afterwards."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.no_grad()

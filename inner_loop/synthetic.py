@@ -58,6 +58,7 @@ are noisy but correlated with the gold reward. Held-out prompts are disjoint fro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -298,8 +299,12 @@ def default_cache_dir() -> Path:
 
 
 def build(config: SyntheticConfig = SyntheticConfig(), cache_dir: str | os.PathLike | None = None,
-          progress: bool = True) -> SyntheticTask:
-    """Load the task for ``config`` from the cache, building it first if it is not there."""
+          progress: bool = True, threads: int | None = 1) -> SyntheticTask:
+    """Load the task for ``config`` from the cache, building it first if it is not there.
+
+    ``threads``: torch intra-op threads during a build (1 is fastest for this model size on a
+    shared CPU, see :mod:`inner_loop.sampling`; None leaves the setting alone).
+    """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = root / f"synthetic-{config.config_hash()}"
     if (final / "build_info.json").exists():
@@ -307,9 +312,10 @@ def build(config: SyntheticConfig = SyntheticConfig(), cache_dir: str | os.PathL
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=root))
     try:
-        from inner_loop import synthetic_build
+        from inner_loop import sampling, synthetic_build
 
-        synthetic_build.build_into(tmp, config, progress=progress)
+        with sampling.torch_threads(threads), _quiet(not progress):
+            synthetic_build.build_into(tmp, config, progress=progress)
         try:
             os.rename(tmp, final)  # atomic: the cache directory appears complete or not at all
         except OSError:
@@ -321,6 +327,29 @@ def build(config: SyntheticConfig = SyntheticConfig(), cache_dir: str | os.PathL
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return SyntheticTask(final, loaded_from_cache=False)
+
+
+@contextlib.contextmanager
+def _quiet(quiet: bool):
+    """Silence the datasets / transformers progress bars and warnings for the block."""
+    import datasets
+    from transformers.utils import logging as tlog
+
+    if not quiet:
+        yield
+        return
+    bars = (datasets.are_progress_bars_disabled(), tlog.is_progress_bar_enabled(), tlog.get_verbosity())
+    datasets.disable_progress_bars()
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if not bars[0]:
+            datasets.enable_progress_bars()
+        if bars[1]:
+            tlog.enable_progress_bar()
+        tlog.set_verbosity(bars[2])
 
 
 def log(progress: bool, msg: str) -> None:
