@@ -20,10 +20,12 @@ runs, the child (as root, then not) sets up these layers; :func:`layers` and eve
   even ones that called setsid(); without it the child's process group is killed instead.
 * ``netns``: a new network namespace with no interface up: no network, not even loopback.
   ``ipcns``/``utsns``: System V IPC and host name are private too.
-* ``private-tmp``: a mount namespace with fresh size-limited tmpfs over /tmp, /var/tmp, /dev/shm,
-  /run/lock (the world-writable places), gone when the child dies; ``private-proc``: a /proc that
-  shows only the sandbox's processes; ``private-root``: /root replaced by a tmpfs that holds only
-  the read-only Python installation (so the stdlib can be imported and nothing else is visible).
+* ``private-tmp``: a mount namespace where the world-writable places are closed: the host's /tmp
+  is visible read-only, the child's own folder in it is a private size-limited tmpfs, and
+  /var/tmp, /dev/shm, /run/lock are fresh tmpfs; all of it is gone when the child dies.
+  ``private-proc``: a /proc that shows only the sandbox's processes; ``private-root``: /root
+  replaced by a tmpfs that holds only the read-only Python installation (so the stdlib can be
+  imported and nothing else there is visible). ``writable=`` directories stay writable.
 * ``uid-drop``: uid/gid 65534 with no groups; the file system then protects everything root owns,
   and RLIMIT_NPROC binds (it does not bind root).
 * ``clean-env``: the zygote is started with a scrubbed environment (so even /proc/self/environ
@@ -120,7 +122,8 @@ def call(target: str, *args, timeout: float = 10.0, memory_mb: int | None = 2048
     ``args``/``kwargs`` and the return value must be JSON-serialisable. ``memory_mb`` is the
     address space allowed on top of what the child starts with (None: no limit, e.g. for CUDA).
     ``writable``: existing directories the child may write to besides its own temporary folder
-    (they stay visible inside the private /tmp). ``cold=True`` pays for a fresh ``python -c``
+    (mode and parents must let uid 65534 in, e.g. a 0777 folder in /tmp). The target's module is
+    imported in the warm worker: it must not run torch ops at import time (forks would hang). ``cold=True`` pays for a fresh ``python -c``
     process instead of forking the warm zygote (same limits; for benchmarks).
     """
     return run(target, *args, timeout=timeout, memory_mb=memory_mb, cold=cold, writable=writable,
@@ -402,7 +405,7 @@ def _handle(request: dict, out: int, pidns: int | None) -> dict:
     os.close(read_end)
     hello = hello or {}
     tmpdir = str(hello.get("tmpdir") or "")
-    if tmpdir and not hello.get("private_tmp") and Path(tmpdir).name.startswith("disco-sbx-"):
+    if tmpdir.startswith("/tmp/disco-sbx-") and "/" not in tmpdir[5:]:
         shutil.rmtree(tmpdir, ignore_errors=True)
     answer = {"layers": hello.get("layers") or [], "seconds": time.perf_counter() - start}
     if failure is None and isinstance(result, dict) and "ok" in result:
@@ -444,11 +447,9 @@ def _child(fn, request: dict, out: int) -> None:
     try:
         if os.getpid() == 1:
             layers.append("pidns")
+        tmpdir = tempfile.mkdtemp(prefix="disco-sbx-", dir="/tmp")  # the zygote removes it
         if root:
-            layers += _namespaces(request.get("writable") or [], skip)
-        private_tmp = "private-tmp" in layers
-        tmpdir = tempfile.mkdtemp(prefix="disco-sbx-", dir="/tmp")
-        if root:
+            layers += _namespaces(tmpdir, request.get("writable") or [], skip)
             os.chown(tmpdir, NOBODY, NOBODY)
         os.chdir(tmpdir)
         os.umask(0o077)
@@ -472,7 +473,7 @@ def _child(fn, request: dict, out: int) -> None:
     except BaseException as err:  # noqa: BLE001 - refuse to run anything half-isolated
         _send(out, {"ok": False, "kind": "crash", "reason": f"sandbox setup failed: {type(err).__name__}: {err}"})
         os._exit(0)
-    _send(out, {"layers": layers, "tmpdir": tmpdir, "private_tmp": private_tmp})
+    _send(out, {"layers": layers, "tmpdir": tmpdir})
     # -- from here on, untrusted code may run --
     try:
         value = fn(*request["args"], **request["kwargs"])
@@ -508,10 +509,14 @@ def _mount(source, target, fstype, flags, data=None) -> None:
     _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
-def _namespaces(writable: list[str], skip: set[str]) -> list[str]:
-    """New network/IPC/UTS/mount namespaces; private tmpfs, /proc and /root. Returns the layers.
+def _namespaces(tmpdir: str, writable: list[str], skip: set[str]) -> list[str]:
+    """New network/IPC/UTS/mount namespaces, then the mounts; returns the layers that were set up.
 
-    A mount that fails raises: the child then refuses to run rather than run half-isolated.
+    In the mount namespace the host's /tmp stays visible but read-only (inputs other code left
+    there, e.g. the inner loop's, remain readable), the child's own ``tmpdir`` becomes a private
+    tmpfs, /var/tmp, /dev/shm and /run/lock are fresh tmpfs, /root is a tmpfs holding only the
+    Python installation, read-only, and /proc shows only the sandbox. A mount that fails raises:
+    the child then refuses to run rather than run half-isolated.
     """
     got = []
     if "netns" not in skip and _libc.unshare(_CLONE_NEWNET) == 0:
@@ -521,22 +526,28 @@ def _namespaces(writable: list[str], skip: set[str]) -> list[str]:
     if "mountns" in skip or _libc.unshare(_CLONE_NEWNS) != 0:
         return got
     _mount("none", "/", None, _MS_REC | _MS_PRIVATE)
-    # what must stay visible, opened before the tmpfs hide it: writable dirs, Python under /root
-    keep = [(p, True) for p in writable] + [(p, False) for p in _python_dirs_under("/root")]
-    handles = [(os.open(p, os.O_PATH | os.O_DIRECTORY), p, rw) for p, rw in keep]
+    # opened before the read-only views and tmpfs hide them: Python under /root, writable dirs
+    handles = [(os.open(p, os.O_PATH | os.O_DIRECTORY), p) for p in _python_dirs_under("/root")]
+    shared = [(os.open(p, os.O_PATH | os.O_DIRECTORY), p) for p in writable]
     flags = _MS_NOSUID | _MS_NODEV
+    _mount("/tmp", "/tmp", None, _MS_BIND | _MS_REC)
+    _mount("none", "/tmp", None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
+    _mount("tmpfs", tmpdir, "tmpfs", flags, f"size={TMPFS_MB}m,mode=0700")
     for place in PRIVATE_TMP:
-        if os.path.isdir(place):
+        if place != "/tmp" and os.path.isdir(place):
             _mount("tmpfs", place, "tmpfs", flags, f"size={TMPFS_MB}m,mode=1777")
     got.append("private-tmp")
     if os.path.isdir("/root"):
         _mount("tmpfs", "/root", "tmpfs", flags, "size=1m,mode=0755")
+        for fd, path in handles:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+            _mount("none", path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
+            os.close(fd)
         got.append("private-root")
-    for fd, path, rw in handles:
-        os.makedirs(path, mode=0o755, exist_ok=True)
+    for fd, path in shared:  # on top of the read-only views: these stay writable
         _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-        if not rw:
-            _mount("none", path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+        _mount("none", path, None, _MS_REMOUNT | _MS_BIND | flags)
         os.close(fd)
     if os.getpid() == 1:
         _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)

@@ -8,7 +8,9 @@ which layers ran.
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -102,13 +104,20 @@ def test_writes_outside_the_sandbox_leave_no_trace(tmp_path):
             assert not Path(place, marker).exists(), f"{place} write escaped the private tmpfs"
 
 
-def test_writable_directory_is_shared_on_request(tmp_path):
-    shared = tmp_path / "job"
-    shared.mkdir()
-    shared.chmod(0o777)
-    done = sandbox.call(f"{T}:write_files", [str(shared / "weights.bin")], writable=[str(shared)])
-    assert done[str(shared / "weights.bin")] == "written"
-    assert (shared / "weights.bin").read_text() == "written from the sandbox"
+def test_writable_directory_is_shared_on_request():
+    """As inner_loop.runner does: a 0777 folder in /tmp that the child writes its weights to."""
+    shared = Path(tempfile.mkdtemp(prefix="disco-test-job-"))
+    try:
+        shared.chmod(0o777)
+        target, elsewhere = shared / "weights.bin", f"/tmp/disco-escape-{uuid.uuid4().hex}"
+        done = sandbox.call(f"{T}:write_files", [str(target), elsewhere], writable=[str(shared)])
+        assert done[str(target)] == "written"
+        assert target.read_text() == "written from the sandbox"
+        assert not Path(elsewhere).exists()
+        if "private-tmp" in sandbox.layers():
+            assert "Read-only file system" in done[elsewhere]
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_no_network_even_to_a_local_listener():
