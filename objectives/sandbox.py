@@ -72,7 +72,7 @@ MAX_FILE_BYTES = 64 << 20  # RLIMIT_FSIZE
 MAX_OPEN_FILES = 256
 MAX_RESULT_BYTES = 32 << 20  # a bigger answer is treated as a crash
 TMPFS_MB = 256  # size of each private tmpfs
-PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+PRIVATE_TMP = ("/var/tmp", "/dev/shm", "/run/lock")  # fresh tmpfs; /tmp itself becomes read-only
 PRELOAD = ("json", "socket", "encodings.idna", "traceback", "torch", "torch.nn.functional",
            "objectives.checks", "pyseccomp")  # imported by the zygote, so every fork has them
 DENIED_SYSCALLS = (
@@ -269,11 +269,16 @@ class _Pool:
                         continue
                     return msg
             except (TimeoutError, EOFError, OSError, ValueError, OverflowError) as err:
-                for pid in (child, self.proc.pid):
+                proc, self.proc = self.proc, None
+                for pid in (child, proc.pid):
                     if pid:
                         _kill_group(pid)
-                self.proc.wait()
-                self.proc = None
+                proc.wait()
+                for stream in (proc.stdin, proc.stdout):
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
                 hung = isinstance(err, TimeoutError)
                 raise SandboxError(f"the sandbox worker {'stopped answering' if hung else 'died'} "
                                    f"({type(err).__name__}); it will be restarted",
@@ -290,8 +295,11 @@ def _cold(request: bytes, timeout: float) -> dict:
         proc.communicate()
         raise SandboxError("the cold sandbox process did not finish", "timeout") from None
     for line in reversed(out.splitlines()):
-        msg = json.loads(line)
-        if "ok" in msg:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and "ok" in msg:
             return msg
     raise SandboxError(f"the cold sandbox process exited with {proc.returncode} and no answer", "crash")
 
@@ -534,7 +542,7 @@ def _namespaces(tmpdir: str, writable: list[str], skip: set[str]) -> list[str]:
     _mount("none", "/tmp", None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
     _mount("tmpfs", tmpdir, "tmpfs", flags, f"size={TMPFS_MB}m,mode=0700")
     for place in PRIVATE_TMP:
-        if place != "/tmp" and os.path.isdir(place):
+        if os.path.isdir(place):
             _mount("tmpfs", place, "tmpfs", flags, f"size={TMPFS_MB}m,mode=1777")
     got.append("private-tmp")
     if os.path.isdir("/root"):

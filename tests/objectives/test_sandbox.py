@@ -80,6 +80,15 @@ def test_api_key_is_not_readable_in_the_child():
             not name.startswith((".bash", ".git", ".config")) for name in found["listdir_root"])
 
 
+def test_a_dead_worker_is_replaced():
+    sandbox.call(f"{T}:echo")
+    zygote = sandbox._POOL.proc
+    os.kill(zygote.pid, 9)
+    zygote.wait()
+    assert sandbox.call(f"{T}:echo", 2) == {"args": [2], "kwargs": {}}
+    assert sandbox._POOL.proc.pid != zygote.pid
+
+
 def test_cold_process_runs_the_same_thing_and_does_not_see_the_key_either():
     warm = sandbox.run(f"{T}:read_secrets", os.getpid())
     cold = sandbox.run(f"{T}:read_secrets", os.getpid(), cold=True, timeout=30)
