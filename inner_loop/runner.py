@@ -56,10 +56,13 @@ log = logging.getLogger(__name__)
 
 ISOLATIONS = ("auto", "none", "process", "sandbox")
 RUNNER_OPTIONS = ("memory_mb", "eval_kwargs")  # overrides that configure the runner itself
-WEIGHTS = "policy.safetensors"
-JOB_RESULT = "job.json"
+JOB = "inner_loop.trainer:train_job"
 MAX_OUTPUT_BYTES = 16 * 2**30  # RLIMIT_FSIZE of an isolated job
 REPO = Path(__file__).resolve().parent.parent
+# Training defaults per task (a task may also carry ``train_defaults``). Synthetic: one epoch over
+# the 2000 pairs in 32 steps of 64; one intra-op thread, since the model's ops are too small to gain
+# from more and, on a shared 2-core machine, two spinning OpenMP threads made a step 8x slower.
+TASK_TRAIN_DEFAULTS = {"synthetic": {"learning_rate": 1e-3, "batch_size": 64, "num_epochs": 1.0, "threads": 1}}
 
 
 @dataclasses.dataclass
@@ -87,44 +90,25 @@ def _failed(reason: str, **kw) -> TrainResult:
     return TrainResult(status="failed", reason=reason, **kw)
 
 
-# -- the job: runs wherever the isolation puts it, takes and returns JSON only --------------------
+# -- inputs for an isolated job ------------------------------------------------------------------
 
-def train_job(spec: dict) -> dict:
-    """Train one candidate as ``spec`` says; write weights + loss log to ``spec["out"]``; return
-    the outcome as JSON-able dict. Runs the candidate's code: call it only inside isolation."""
-    from inner_loop.tasks import get_task
-    from inner_loop.trainer import TrainConfig, train_objective
-    import objectives
-
-    out = Path(spec["out"])
-    task = get_task(spec["task"], progress=False, **spec.get("task_overrides", {}))
-    try:
-        objective = objectives.load(spec["objective"])
-    except objectives.ObjectiveError as err:
-        result = {"status": "failed", "reason": f"objective did not load: {err}", "losses": [], "steps": 0}
-    else:
-        model = task.load_sft()
-        outcome = train_objective(model, task.tokenizer, task.train_pairs, objective,
-                                  TrainConfig(**spec["train"]), progress=spec.get("progress", False))
-        result = {"status": outcome.status, "reason": outcome.reason, "step": outcome.step,
-                  "losses": outcome.losses, "steps": outcome.steps, "train_seconds": outcome.seconds}
-        if outcome.status == "done":
-            from safetensors.torch import save_file
-            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-            save_file(_untie(state), str(out / WEIGHTS))
-    (out / JOB_RESULT).write_text(json.dumps(result))
-    return result
+_INPUTS: dict[str, Path] = {}
 
 
-def _untie(state: dict) -> dict:
-    """safetensors refuses shared storage (tied embeddings): keep the first name of each tensor."""
-    seen, kept = set(), {}
-    for k, v in state.items():
-        key = (v.data_ptr(), v.shape, v.stride())
-        if key not in seen:
-            seen.add(key)
-            kept[k] = v
-    return kept
+def job_inputs(task_obj) -> Path:
+    """A world-readable, root-owned folder with the task's SFT model, tokenizer and pairs, written
+    once per task per process: the uid-65534 job reads it, and cannot change it."""
+    key = str(getattr(task_obj, "path", id(task_obj)))
+    if key in _INPUTS and _INPUTS[key].is_dir():
+        return _INPUTS[key]
+    path = Path(tempfile.mkdtemp(prefix="disco-inputs-"))
+    shutil.copytree(task_obj.sft_path, path / "sft")
+    task_obj.tokenizer.save_pretrained(str(path / "tokenizer"))
+    task_obj.train_pairs.save_to_disk(str(path / "pairs"))
+    for p in [path, *path.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    _INPUTS[key] = path
+    return path
 
 
 # -- isolation back ends ------------------------------------------------------------------------
@@ -165,7 +149,7 @@ def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bo
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return {"status": "failed", "reason": f"timeout: job killed after {timeout:g} s"}
-    result_file = job / JOB_RESULT
+    result_file = job / "job.json"
     if rc == 0 and result_file.is_file():
         return json.loads(result_file.read_text())
     tail = (job / "stderr.log").read_text(errors="replace")[-600:] if not progress else ""
@@ -173,7 +157,7 @@ def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bo
         name = signal.Signals(-rc).name
         hint = " (likely out of memory)" if -rc == signal.SIGKILL else ""
         return {"status": "failed", "reason": f"job killed by {name}{hint}"}
-    if "MemoryError" in tail or "can't allocate memory" in tail or "out of memory" in tail:
+    if any(s in tail for s in ("MemoryError", "can't allocate memory", "out of memory", "failed to map segment")):
         return {"status": "failed", "reason": f"out of memory: {tail.strip().splitlines()[-1][:200]}"}
     last = tail.strip().splitlines()[-1] if tail.strip() else ""
     return {"status": "failed", "reason": f"job exited with code {rc}: {last[:300]}"}
@@ -185,7 +169,7 @@ def _run_sandbox(spec: dict, timeout: float, memory_mb: int | None) -> dict:
     if memory_mb:
         kwargs["memory_mb"] = int(memory_mb)
     try:
-        return sandbox.call("inner_loop.runner:train_job", spec, **kwargs)
+        return sandbox.call(JOB, spec, writable=(spec["out"], spec["inputs"]), **kwargs)
     except sandbox.SandboxError as err:
         kind = getattr(err, "kind", "error")
         reason = getattr(err, "reason", str(err))
@@ -197,7 +181,7 @@ def _load_policy(task, job: Path):
     import torch
     from safetensors.torch import load_file
     model = task.load_sft()
-    state = load_file(str(job / WEIGHTS))
+    state = load_file(str(job / "policy.safetensors"))
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise ValueError("non-finite weights")
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -264,7 +248,7 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         if mode == "process":
             log.warning("objectives.sandbox is not available: running candidate code in a plain child process")
     task_obj = get_task(task, progress=progress, **task_over)
-    defaults = dict(getattr(task_obj, "train_defaults", {}) or {})
+    defaults = {**TASK_TRAIN_DEFAULTS.get(task, {}), **(getattr(task_obj, "train_defaults", None) or {})}
     train_cfg = TrainConfig(**{**defaults, **train_over, "beta": task_obj.beta if beta is None else beta,
                                "seed": seed})
     task_config = getattr(task_obj, "config", None)
@@ -278,7 +262,7 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         outcome, policy = _train_here(code, task_obj, train_cfg, timeout, progress)
     else:
         job = _fresh_job_dir(world_writable=(mode == "sandbox"))
-        spec = {"objective": code, "task": task, "task_overrides": task_over, "train": asdict(train_cfg),
+        spec = {"objective": code, "inputs": str(job_inputs(task_obj)), "train": asdict(train_cfg),
                 "out": str(job), "progress": progress}
         try:
             if mode == "process":
@@ -302,7 +286,7 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         result = _failed(str(outcome.get("reason") or "failed")[:1000], **common)
     else:
         t = time.perf_counter()
-        metrics = _evaluate(policy, task_obj, seed, runner_opts.get("eval_kwargs") or {})
+        metrics = _evaluate(policy, task_obj, seed, runner_opts.get("eval_kwargs") or {}, train_cfg.threads)
         seconds["eval"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - start
         result = TrainResult(status="done", metrics=metrics, **common)
@@ -326,15 +310,23 @@ def _train_here(code: str, task_obj, train_cfg, timeout: float, progress: bool):
              "steps": out.steps, "train_seconds": out.seconds}, model if out.status == "done" else None)
 
 
-def _evaluate(policy, task_obj, seed: int, eval_kwargs: dict) -> dict:
+def _evaluate(policy, task_obj, seed: int, eval_kwargs: dict, threads: int | None) -> dict:
     import inspect
+
+    import torch
 
     from inner_loop.metrics import evaluate_policy
     kwargs = dict(eval_kwargs)
     if "seed" in inspect.signature(evaluate_policy).parameters:
         kwargs.setdefault("seed", seed)
     policy.eval()
-    return evaluate_policy(policy, task_obj, **kwargs)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return evaluate_policy(policy, task_obj, **kwargs)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _child_main(argv: list[str] | None = None) -> int:
@@ -345,14 +337,14 @@ def _child_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     spec = json.loads(Path(args.job).read_text())
     import torch  # noqa: F401 - imported before the address-space limit: torch maps a lot at import
-    import transformers  # noqa: F401
-    import trl  # noqa: F401
+    import inner_loop.trainer  # noqa: F401 - transformers, TRL, datasets
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT_BYTES, MAX_OUTPUT_BYTES))
     if args.memory_mb:
         with open("/proc/self/statm") as f:
             current = int(f.read().split()[0]) * resource.getpagesize()
         limit = current + args.memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from inner_loop.trainer import train_job
     train_job(spec)
     return 0
 

@@ -35,9 +35,12 @@ on a small model); on GPU bf16, with checkpointing only for models above ~1B par
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
+import sys
 import tempfile
 import time
 from typing import Any
@@ -89,6 +92,7 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None  # None: per device and model size
     seed: int = 0
     logging_steps: int = 10
+    threads: int | None = None          # torch intra-op threads for the run (None: leave as is)
 
     def resolved(self, model) -> "TrainConfig":
         precision, checkpointing = device_defaults(model)
@@ -257,6 +261,16 @@ def train_objective(model, tokenizer, dataset: Dataset, objective: Objective, co
     check_trl_version()
     config = config.resolved(model)
     dataset = as_trl_columns(dataset)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(model, tokenizer, dataset, objective, config, output_dir, progress, time_limit, dpo_kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model, tokenizer, dataset, objective, config, output_dir, progress, time_limit, dpo_kwargs):
     with tempfile.TemporaryDirectory(prefix="disco-trainer-") as tmp:
         args = dpo_config(config, output_dir or tmp, progress=progress, **dpo_kwargs)
         trainer = ObjectiveDPOTrainer(model=model, args=args, train_dataset=dataset,
@@ -268,7 +282,8 @@ def train_objective(model, tokenizer, dataset: Dataset, objective: Objective, co
         start = time.perf_counter()
         status, reason, step = "done", None, None
         try:
-            trainer.train()
+            with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs: keep stdout for results
+                trainer.train()
         except NonFiniteLoss as err:
             status, reason, step = "failed", str(err), err.step
         except TimeLimitExceeded as err:
@@ -286,3 +301,57 @@ def train_objective(model, tokenizer, dataset: Dataset, objective: Objective, co
             status, reason, step = "failed", f"non-finite loss ({losses[bad]}) at step {bad + 1}", bad + 1
         return TrainOutcome(status=status, losses=losses, steps=trainer.state.global_step, seconds=seconds,
                             reason=reason, step=step, log_history=list(trainer.state.log_history))
+
+
+# -- the isolated job ---------------------------------------------------------------------------
+WEIGHTS = "policy.safetensors"
+JOB_RESULT = "job.json"
+
+
+def train_job(spec: dict) -> dict:
+    """Train one candidate from files and write the policy weights (safetensors) and the loss log
+    to ``spec["out"]``; JSON in, JSON out. It runs the candidate's code: the runner calls it only
+    inside isolation (``objectives.sandbox.call("inner_loop.trainer:train_job", spec)`` or a child
+    process). It lives here, with the heavy imports at module level, so that the sandbox's warm
+    zygote imports TRL once and every forked job starts with it loaded.
+
+    ``spec``: objective (name or source), inputs (a folder with ``sft/``, ``tokenizer/`` and
+    ``pairs/`` written by the trusted parent), out, train (TrainConfig fields), progress.
+    """
+    from pathlib import Path
+
+    from datasets import load_from_disk
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import objectives
+
+    inputs, out = Path(spec["inputs"]), Path(spec["out"])
+    try:
+        objective = objectives.load(spec["objective"])
+    except objectives.ObjectiveError as err:
+        result = {"status": "failed", "reason": f"objective did not load: {err}", "losses": [], "steps": 0}
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(inputs / "tokenizer"))
+        pairs = load_from_disk(str(inputs / "pairs"))
+        model = AutoModelForCausalLM.from_pretrained(str(inputs / "sft"), dtype=torch.float32)
+        outcome = train_objective(model, tokenizer, pairs, objective, TrainConfig(**spec["train"]),
+                                  output_dir=str(out / "trainer"), progress=spec.get("progress", False))
+        result = {"status": outcome.status, "reason": outcome.reason, "step": outcome.step,
+                  "losses": outcome.losses, "steps": outcome.steps, "train_seconds": outcome.seconds}
+        if outcome.status == "done":
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(_untie(state), str(out / WEIGHTS))
+    (out / JOB_RESULT).write_text(json.dumps(result))
+    return result
+
+
+def _untie(state: dict) -> dict:
+    """safetensors refuses shared storage (tied embeddings): keep the first name of each tensor."""
+    seen, kept = set(), {}
+    for k, v in state.items():
+        key = (v.data_ptr(), tuple(v.shape), tuple(v.stride()))
+        if key not in seen:
+            seen.add(key)
+            kept[k] = v
+    return kept
