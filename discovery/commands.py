@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--beta", type=float, help="KL strength (default: the task's)")
     p.add_argument("--workers", type=int, metavar="N", help="candidates trained at once (default 1)")
     p.add_argument("--seed", type=int, help="the proposer's random seed (default 0)")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="optimizer steps per training run (default: the task's, one epoch)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines on stderr")
     p.set_defaults(func=_run)
 
@@ -76,6 +78,8 @@ def _run(args) -> int:
     try:
         settings = load_yaml(args.config) if args.config else {}
         settings.update({k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None})
+        if args.max_steps is not None:
+            settings["overrides"] = {**settings.get("overrides", {}), "max_steps": args.max_steps}
         config = CampaignConfig.from_dict(settings)
         result = run_campaign(args.out, config, progress=not args.quiet)
     except (ArchiveError, ProposerError, UnknownNameError, ValueError, OSError) as err:

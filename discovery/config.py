@@ -87,13 +87,15 @@ class CampaignConfig:
         """Fill in what defaults to "the task's": beta."""
         if self.beta is not None:
             return self
-        return dataclasses.replace(self, beta=task_beta(self.task))
+        return dataclasses.replace(self, beta=task_beta(self.task, self.overrides))
 
 
-def task_beta(task: str) -> float:
+def task_beta(task: str, overrides: dict | None = None) -> float:
     """The task's default beta (building the task if needed; it is cached for training anyway)."""
+    from inner_loop.runner import split_overrides
     from inner_loop.tasks import get_task
-    return float(get_task(task, progress=False).beta)
+    _, task_overrides, _ = split_overrides(dict(overrides or {}))
+    return float(get_task(task, progress=False, **task_overrides).beta)
 
 
 def load_yaml(path: str | Path) -> dict:
