@@ -1,0 +1,39 @@
+"""``disco train`` through a real subprocess: JSON on stdout, progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["corpus_size=400", "sft_steps=20", "n_train_pairs=32", "n_heldout_prompts=16", "max_steps=3", "batch_size=8"]
+
+
+def test_disco_train_json(tmp_path):
+    sets = [x for item in TINY + [f"cache_dir={tmp_path / 'cache'}"] for x in ("--set", item)]
+    cmd = [sys.executable, "-m", "discovery.cli", "train", "--objective", "lrml", "--task", "synthetic",
+           "--beta", "0.1", "--seed", "1", "--json", *sets]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)  # stdout holds exactly one JSON object
+    assert result["status"] == "done" and result["steps"] == 3 and len(result["losses"]) == 3
+    assert {"reward", "reward_se", "kl", "win_rate"} <= set(result["metrics"])
+    assert result["config"]["train"]["beta"] == 0.1 and result["config"]["train"]["seed"] == 1
+    assert result["config"]["isolation"] == "none"
+    assert "it/s" in proc.stderr or "s/it" in proc.stderr  # the tqdm progress bar
+
+
+def test_disco_train_failure_exits_nonzero(tmp_path):
+    nan = tmp_path / "nan_loss.py"
+    nan.write_text("def nan_loss(rho, beta):\n    return rho * math.nan\n")
+    sets = [x for item in TINY + [f"cache_dir={tmp_path / 'cache'}"] for x in ("--set", item)]
+    proc = subprocess.run([sys.executable, "-m", "discovery.cli", "train", "--objective", str(nan), "--json",
+                           "--quiet", "--isolation", "process", *sets], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert result["status"] == "failed" and result["reason"] == "non-finite loss (nan) at step 1"
