@@ -21,9 +21,10 @@ stream. It returns a JSON-able dict:
     the same divided by the number of completion tokens, pooled over samples
     (sum over all samples and tokens / total tokens).
 ``kl_ref_pi_per_token``
-    exact per-token KL(pi_ref || pi) at the same prefixes, pooled per token. The DiscoPOP paper's
-    IMDb reward-vs-KL plots are described as using this direction averaged per token, so this is
-    the key for that axis; ``kl`` is the usual RLHF constraint.
+    exact per-token KL(pi_ref || pi) at the same prefixes (those of the policy's samples), pooled
+    per token. Our project brief reads the DiscoPOP paper's IMDb reward-vs-KL plots as using this
+    direction averaged per token (not re-checked against the paper's code here), so this is the key
+    for that axis; ``kl`` is the usual RLHF constraint.
 ``kl_direction``
     the sentence "KL(pi||pi_ref), summed over completion tokens", naming what ``kl`` is.
 ``win_rate``, ``win_rate_se``

@@ -283,7 +283,8 @@ class SyntheticTask(Task):
         """A fresh float32 GPT2LMHeadModel from ``sft_path``, in train mode (dropout is 0 anyway)."""
         from transformers import GPT2LMHeadModel
 
-        model = GPT2LMHeadModel.from_pretrained(str(self.sft_path), dtype=torch.float32)
+        with _quiet(True):
+            model = GPT2LMHeadModel.from_pretrained(str(self.sft_path), dtype=torch.float32)
         return model.train()
 
     def sentiment_score(self, completions) -> torch.Tensor:
