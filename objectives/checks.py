@@ -153,8 +153,8 @@ def check_gradient(obj: Objective, beta: float) -> CheckResult:
 
 def check_deterministic(obj: Objective, beta: float) -> CheckResult:
     batch = _batch(16, seed=3, dtype=torch.float64)
-    first, second = obj(*batch, beta), obj(*batch, beta)
-    if not torch.equal(first, second):
+    first, second = obj(*batch, beta).detach(), obj(*batch, beta).detach()
+    if not torch.allclose(first, second, rtol=0, atol=0, equal_nan=True):
         return CheckResult("deterministic", False, "two calls on the same batch gave different losses "
                            "(randomness such as torch.rand or dropout inside the loss?)")
     return CheckResult("deterministic", True)
@@ -174,6 +174,9 @@ def check_inputs_unchanged(obj: Objective, beta: float) -> CheckResult:
 
 
 def check_kind(obj: Objective, beta: float) -> CheckResult:
+    with torch.no_grad():
+        if not torch.isfinite(obj(*_batch(8, seed=1, dtype=torch.float64), beta)).all():
+            return CheckResult("kind", False, "not measured: the losses are not finite")
     kind = probe_kind(obj, beta)
     return CheckResult("kind", True, details={"kind": kind})
 
