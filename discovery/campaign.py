@@ -284,6 +284,8 @@ def run_campaign(directory, config: CampaignConfig, *, proposer=None, seams: Sea
                  progress: bool = True) -> dict:
     """Start a campaign in ``directory`` (which must not hold one yet) and run it to the end."""
     config = config.resolved()
+    proposer = proposer or make_proposer(config)  # a missing key fails here, before DIR is made
+    seams = seams or Seams.from_config(config)
     archive = Archive.create(directory, config.to_dict())
     return _drive(archive, config, proposer, seams, progress)
 

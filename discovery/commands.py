@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("dir", metavar="DIR", help="campaign folder")
     p.add_argument("--candidates", type=int, metavar="N", help="raise the number of candidates")
     p.add_argument("--workers", type=int, metavar="N", help="change the number of workers")
+    p.add_argument("--base-url", help="the endpoint moved: use this one from now on")
+    p.add_argument("--model", help="continue with another model name")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines on stderr")
     p.set_defaults(func=_resume)
 
@@ -70,6 +72,8 @@ def _where_to_look(directory: str) -> str:
 
 
 def _run(args) -> int:
+    from pathlib import Path
+
     from discovery.archive import ArchiveError
     from discovery.campaign import run_campaign
     from discovery.config import CampaignConfig, load_yaml
@@ -82,7 +86,11 @@ def _run(args) -> int:
             settings["overrides"] = {**settings.get("overrides", {}), "max_steps": args.max_steps}
         config = CampaignConfig.from_dict(settings)
         result = run_campaign(args.out, config, progress=not args.quiet)
-    except (ArchiveError, ProposerError, UnknownNameError, ValueError, OSError) as err:
+    except ProposerError as err:
+        hint = f" (what is done is saved: continue with `disco resume {args.out}`)" \
+            if (Path(args.out) / "archive.sqlite").exists() else ""
+        return _fail(f"{err}{hint}")
+    except (ArchiveError, UnknownNameError, ValueError, OSError) as err:
         return _fail(str(err))
     _print_summary(result)
     print(_where_to_look(args.out))
@@ -93,10 +101,13 @@ def _resume(args) -> int:
     from discovery.archive import ArchiveError
     from discovery.campaign import resume_campaign
     from discovery.proposers import ProposerError
-    changes = {k: getattr(args, k) for k in ("candidates", "workers") if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in ("candidates", "workers", "base_url", "model")
+               if getattr(args, k) is not None}
     try:
         result = resume_campaign(args.dir, progress=not args.quiet, **changes)
-    except (ArchiveError, ProposerError, ValueError, OSError) as err:
+    except ProposerError as err:
+        return _fail(f"{err} (what is done is saved: run `disco resume {args.dir}` again)")
+    except (ArchiveError, ValueError, OSError) as err:
         return _fail(str(err))
     _print_summary(result)
     print(_where_to_look(args.dir))
@@ -204,9 +215,12 @@ def _show(args) -> int:
         for w in checks.get("warnings") or []:
             print(f"  warning: {w}")
     inspection = row["inspection"] or {}
-    summary = inspection.get("summary") or inspection.get("symbolic") or inspection.get("expression")
-    if summary:
-        print(f"\nsymbolic summary:\n  {summary if isinstance(summary, str) else json.dumps(summary, default=str)}")
+    summaries = sorted(folder.glob("inspection/*_summary.md"))
+    if summaries:
+        print("\nsymbolic summary:\n" + "\n".join(
+            "  " + line for line in summaries[0].read_text().strip().splitlines()))
+    elif inspection.get("closed_form"):
+        print(f"\nsymbolic summary:\n  {json.dumps(inspection['closed_form'], default=str)}")
     if inspection.get("skipped") or inspection.get("error"):
         print(f"\ninspection: {inspection.get('skipped') or inspection.get('error')}")
     plots = sorted(str(p) for p in folder.rglob("*.png"))

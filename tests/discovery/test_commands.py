@@ -60,3 +60,25 @@ def test_run_refuses_an_existing_campaign_and_bad_settings(tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "e"), "--config", str(cfg), "--proposer", "evolv"]) == 2
     assert "did you mean 'evolve'" in capsys.readouterr().err
     assert main(["status", str(tmp_path / "nowhere")]) == 2
+
+
+def test_endpoint_failures_stop_cleanly_and_resume_continues(tmp_path, capsys, monkeypatch):
+    from fake_openai import FakeOpenAI, error, reply
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    cfg = write_config(tmp_path, candidates=2, max_retries=1)
+    out = tmp_path / "c"
+    assert main(["run", "--out", str(out), "--config", str(cfg), "--proposer", "openai", "--base-url",
+                 "https://api.example.invalid/v1", "--api-key-env", "NO_SUCH_KEY_VAR", "--quiet"]) == 2
+    assert "NO_SUCH_KEY_VAR" in capsys.readouterr().err and not out.exists()
+
+    with FakeOpenAI([error(503)]) as down:
+        assert main(["run", "--out", str(out), "--config", str(cfg), "--proposer", "openai",
+                     "--base-url", down.url, "--quiet"]) == 2
+    assert "disco resume" in capsys.readouterr().err
+    good = '{"thought": "t", "name": "steeper", "code": "def s(rho, beta):\\n    return -F.logsigmoid(3 * beta * rho)\\n"}'
+    with FakeOpenAI([reply(good)]) as up:
+        assert main(["resume", str(out), "--base-url", up.url, "--quiet"]) == 0  # the endpoint moved
+    from discovery.archive import Archive
+    with Archive.open(out) as a:
+        assert [r["status"] for r in a.rows(kind="candidate")] == ["done", "duplicate"]
+        assert a.config["base_url"] == up.url
