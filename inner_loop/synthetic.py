@@ -54,6 +54,23 @@ are noisy but correlated with the gold reward. Held-out prompts are disjoint fro
     prompt, chosen, rejected  str      text; TRL's own tokenisation of prompt + chosen gives back
                                        exactly prompt_ids + chosen_ids (completions start with a
                                        space and end with the eos string)
+
+How TRL 1.16's ``DPOTrainer`` meets these columns (read in trl/trainer/dpo_trainer.py):
+
+* ``DataCollatorForPreference`` reads ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` and, when
+  present, ``ref_chosen_logps`` / ``ref_rejected_logps``; those five are the signature columns
+  kept by ``remove_unused_columns``.
+* Stock ``_prepare_dataset`` always re-tokenises from the text columns (only vision datasets skip
+  it); thanks to the text design above it reproduces the id columns exactly (tested).
+* Stock ``_precompute_ref_logps`` (``precompute_ref_log_probs=True``) computes its own columns and
+  concatenates them: with ours present that raises "duplicated columns". Either drop ours first
+  or, as :mod:`inner_loop.trainer` does, pass the dataset through. With
+  ``precompute_ref_log_probs=False`` TRL ignores ours and runs the reference model every step.
+
+``SyntheticTask`` also has ``loaded_from_cache`` (False only for the call that built it),
+``build_info`` (the dict of build_info.json), ``vocab`` (token strings by id), ``beta``,
+``max_completion_len``, ``eos_token_id`` / ``pad_token_id`` and ``sentiment_score(ids)`` (s(y)).
+With datasets 5, ``train_pairs["col"]`` is a lazy ``Column``: wrap it in ``list()`` for arithmetic.
 """
 
 from __future__ import annotations
