@@ -17,9 +17,10 @@ Units may carry a stratum (e.g. the held-out setting); units are then resampled 
 stratum, so every bootstrap replicate keeps the design's mix of settings.
 
 The statistic is the mean over units of the per-unit mean difference (each seed weighs the same,
-whatever its number of prompts). Intervals are percentile intervals. With few units the bootstrap
-distribution has few distinct values (3 seeds: 10 distinct resamples), so intervals are rough and
-tend to be too narrow; :attr:`Estimate.note` says so.
+whatever its number of prompts). Intervals are percentile intervals, and with few units they are
+too narrow: simulated on normal differences, a nominal 95% interval covered the true mean 76% of
+the time with 3 units, 86% with 5, 89% with 10 and 93% with 20. Below ``FEW_UNITS`` units,
+:attr:`Estimate.note` says so; the cure is more seeds, not a different interval.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-FEW_UNITS = 5  # below this many paired units an interval is flagged as rough
+FEW_UNITS = 10  # below this many paired units an interval is flagged: percentile intervals run narrow
 PAIRINGS = ("setting", "prompt-within-setting")
 
 
@@ -147,7 +148,7 @@ def _bootstrap(groups: list[np.ndarray], *, strata, n_boot: int, level: float, s
     note = ""
     if n_units < FEW_UNITS:
         note = (f"only {n_units} paired unit{'s' if n_units != 1 else ''}: "
-                + ("the interval is rough" if pairing == "setting"
+                + ("percentile bootstrap intervals run too narrow at this size; add seeds" if pairing == "setting"
                    else "seed-to-seed variation is barely sampled"))
     return Estimate(mean=mean, se=se, lo=float(lo), hi=float(hi), n_units=n_units,
                     n_prompts=int(sum(g.size for g in groups)) if pairing != "setting" else None,
