@@ -93,6 +93,7 @@ def cmd_compare(args) -> int:
 # -- heldout ------------------------------------------------------------------------------------
 
 def cmd_heldout(args) -> int:
+    from evaluation.campaign import CampaignError
     from evaluation.compare import format_table
     from evaluation.heldout import HeldoutError, evaluate_heldout
 
@@ -101,7 +102,7 @@ def cmd_heldout(args) -> int:
                                   metric=args.metric, allow_used=args.allow_used,
                                   overrides=parse_overrides(args.overrides), runner=RUNNER, log=_log,
                                   n_boot=args.n_boot, **_runner_kwargs(args))
-    except HeldoutError as err:
+    except (HeldoutError, CampaignError) as err:
         print(f"disco heldout: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result.to_dict(), indent=1) if args.json else format_table(result.table))
@@ -127,9 +128,14 @@ def cmd_sweep(args) -> int:
 # -- report -------------------------------------------------------------------------------------
 
 def cmd_report(args) -> int:
+    from evaluation.campaign import CampaignError
     from evaluation.report import write_report
 
-    path = write_report(args.dir, out=args.out)
+    try:
+        path = write_report(args.dir, out=args.out)
+    except CampaignError as err:
+        print(f"disco report: {err}", file=sys.stderr)
+        return 2
     print(path)
     return 0
 

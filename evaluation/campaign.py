@@ -15,7 +15,7 @@ from pathlib import Path
 SEED_KEYS = ("seeds", "train_seeds")   # training seeds ("seed" alone is the proposer's)
 BETA_KEYS = ("beta", "betas")
 TASK_KEYS = ("task", "tasks")
-OVERRIDE_KEYS = ("train_overrides", "task_overrides", "overrides")
+OVERRIDE_KEYS = ("overrides", "train_overrides", "task_overrides")
 
 
 @dataclasses.dataclass
@@ -46,10 +46,16 @@ class Campaign:
         return str(find_key(self.config, ("metric", "fitness_metric")) or "win_rate")
 
 
-def read_campaign(directory: str | Path) -> Campaign:
-    """Open ``DIR/archive.sqlite`` read-only (through discovery.archive) and return its rows."""
-    from discovery.archive import Archive
+class CampaignError(ValueError):
+    """DIR holds no readable campaign."""
 
+
+def read_campaign(directory: str | Path) -> Campaign:
+    """Open ``DIR/archive.sqlite`` (through discovery.archive) and return its rows."""
+    from discovery.archive import DB_NAME, Archive
+
+    if not (Path(directory) / DB_NAME).is_file():
+        raise CampaignError(f"no campaign in {directory} (expected {Path(directory) / DB_NAME})")
     with Archive.open(directory) as archive:
         rows = archive.rows(order="id")
         config = archive.config or {}

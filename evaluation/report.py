@@ -84,7 +84,7 @@ def _read_json(path: Path):
 # -- sections ------------------------------------------------------------------------------------
 
 def config_section(c: Campaign) -> str:
-    keys = ("task", "seeds", "beta", "metric", "fitness", "proposer", "model", "candidates", "train_overrides")
+    keys = ("task", "seeds", "beta", "metric", "fitness", "proposer", "model", "candidates", "overrides", "train_overrides", "isolation")
     rows = "".join(f"<tr><th>{esc(k)}</th><td><code>{esc(json.dumps(c.config[k]))}</code></td></tr>"
                    for k in keys if k in c.config)
     counts: dict[str, int] = {}

@@ -53,7 +53,7 @@ class FakeRunner:
 
 
 CONFIG = {"task": "synthetic", "seeds": [0], "seed": 7, "beta": 0.1, "metric": "win_rate",
-          "train_overrides": {"max_steps": 20}}
+          "overrides": {"max_steps": 20}}  # discovery.config.CampaignConfig field names
 
 
 def make_campaign(directory, config=CONFIG):

@@ -77,6 +77,8 @@ def test_heldout_trains_top_k_and_baselines_on_new_seeds_and_writes_json(tmp_pat
 
 
 def test_disco_heldout_refuses_used_settings(tmp_path, capsys, monkeypatch):
+    assert main(["heldout", str(tmp_path / "nothing")]) == 2
+    assert "no campaign in" in capsys.readouterr().err
     d = make_campaign(tmp_path / "c")
     monkeypatch.setattr(analysis_commands, "RUNNER", FakeRunner())
     assert main(["heldout", str(d), "--top", "2", "--seeds", "0"]) == 2
