@@ -210,8 +210,14 @@ def _show(args) -> int:
     checks = row["checks"] or {}
     if checks:
         print("checks: " + ("valid" if checks.get("valid") else f"invalid ({checks.get('reason')})"))
-        for name, value in (checks.get("checks") or {}).items():
-            print(f"  {name}: {value}")
+        listed = checks.get("checks") or {}
+        if isinstance(listed, dict):  # {name: outcome} or [{"name", "passed", "reason"}, ...]
+            listed = [{"name": k, "passed": v} for k, v in listed.items()]
+        for c in listed:
+            mark = "ok" if c.get("passed") in (True, None) else "FAILED"
+            print(f"  {c.get('name')}: {mark}" + (f" ({c['reason']})" if c.get("reason") else ""))
+        if checks.get("layers"):
+            print(f"  sandbox layers: {', '.join(checks['layers'])}")
         for w in checks.get("warnings") or []:
             print(f"  warning: {w}")
     inspection = row["inspection"] or {}

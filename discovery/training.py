@@ -1,8 +1,8 @@
 """Training one archive row on every seed: in this process, or as a worker process.
 
 :func:`train_seeds` calls the configured trainer (``inner_loop.runner.run_candidate`` by default)
-once per seed, with ``DIR/candidates/<id>-<name>/seed-<k>/`` as its output folder, and stops at the
-first failed seed. It takes and returns JSON only, so the same spec runs in a worker:
+once per seed, with ``DIR/candidates/<id>-<name>/seed-<k>/`` as its output folder (its prints
+and progress bars go to ``train.log`` there), and stops at the first failed seed. It takes and returns JSON only, so the same spec runs in a worker:
 ``python -m discovery.training SPEC.json`` writes ``result.json`` next to it. A worker is started
 with the campaign's environment minus the API-key variable, and dies with its parent (Linux
 ``PR_SET_PDEATHSIG``), so a ``kill -9`` of the campaign leaves no orphan training on.
@@ -10,12 +10,14 @@ with the campaign's environment minus the API-key variable, and dies with its pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 RESULT = "result.json"
@@ -41,13 +43,18 @@ def train_seeds(spec: dict) -> list[dict]:
                  "reason": f"trainer {spec['trainer']!r} not available: {err}"}]
     for seed in spec["seeds"]:
         out = Path(spec["folder"]) / f"seed-{seed}"
-        try:
-            r = trainer(spec["objective"], task=spec["task"], beta=spec["beta"], seed=seed,
-                        out_dir=str(out), isolation=spec["isolation"], timeout=spec["timeout"],
-                        progress=False, **spec["overrides"])
-            d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
-        except Exception as err:  # noqa: BLE001 - the trainer should not raise; record it if it does
-            d = {"status": "failed", "reason": f"the trainer raised {type(err).__name__}: {err}"}
+        out.mkdir(parents=True, exist_ok=True)
+        # the trainer's own prints and bars go to the candidate's log, not over the campaign's bar
+        with open(out / "train.log", "a") as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):
+            try:
+                r = trainer(spec["objective"], task=spec["task"], beta=spec["beta"], seed=seed,
+                            out_dir=str(out), isolation=spec["isolation"], timeout=spec["timeout"],
+                            progress=False, **spec["overrides"])
+                d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
+            except Exception as err:  # noqa: BLE001 - the trainer should not raise; record it if so
+                traceback.print_exc()
+                d = {"status": "failed", "reason": f"the trainer raised {type(err).__name__}: {err}"}
         results.append({"seed": seed, **d})
         if d.get("status") != "done":
             break
