@@ -122,3 +122,8 @@ def fake_config(**changes):
                     inspect=False, retry_base_delay=0.01, retry_max_delay=0.05)
     settings.update(changes)
     return CampaignConfig(**settings)
+
+
+def lowest_kl(results, config):
+    """A custom fitness for the seam test: the lower the mean KL, the fitter."""
+    return -sum(r["metrics"]["kl"] for r in results) / len(results), None

@@ -142,3 +142,21 @@ def test_llm_campaign_feeds_errors_back_and_never_writes_the_key(tmp_path, monke
     assert len(files) > 10
     for path in files:
         assert secret.encode() not in path.read_bytes(), path
+
+
+def test_fitness_is_a_seam_named_in_the_config(tmp_path):
+    run_campaign(tmp_path / "c", fake_config(candidates=1, fitness="campaign_fakes:lowest_kl"),
+                 proposer=Scripted([steep(2)]), progress=False)
+    with Archive.open(tmp_path / "c") as a:
+        rows = a.rows()
+    assert all(r["fitness"] == pytest.approx(-r["metrics"]["mean"]["kl"]) for r in rows)
+    assert all(r["fitness_se"] is None for r in rows)
+
+
+def test_without_a_validator_only_the_static_screen_runs():
+    from discovery.seams import Seams
+    seams = Seams(missing={"validator": "objectives.validate is not available"})
+    bad = seams.check("import os\ndef f(rho, beta):\n    return rho\n", beta=0.1, timeout=1)
+    good = seams.check(steep(2), beta=0.1, timeout=1)
+    assert not bad["valid"] and "os" in bad["reason"] and bad["layers"] == ["screen"]
+    assert good["valid"] and "not available" in good["note"]
