@@ -93,6 +93,10 @@ def render(t, torch_names: bool = True) -> str:
             if t[1] == "neg":
                 s = "-" + go(t[2], 3)
                 return f"({s})" if level > 1 else s
+            if t[1] == "square" and torch_names:  # x ** 2 reads better than torch.square(x)
+                inner = go(t[2], 0)
+                atom = t[2][0] == "z" or (t[2][0] == "u" and t[2][1] != "neg")
+                return f"{inner} ** 2" if atom else f"({inner}) ** 2"
             fn = (TORCH_NAME.get(t[1], f"torch.{t[1]}")) if torch_names else t[1]
             return f"{fn}({go(t[2], 0)})"
         op, mine = t[1], (1 if t[1] in "+-" else 2)
