@@ -83,14 +83,25 @@ def _score(e: Entry) -> str:
     return f"fitness {e.fitness:.4f}{se}"
 
 
+def baseline_code(e: Entry, beta: float) -> str:
+    """A baseline as the model should write it: the (rho, beta) form where there is one, else its
+    registry source without the registration decorator."""
+    from discovery.evolve import seed_trees, to_code
+    tree = seed_trees(beta).get(e.name)
+    if tree is not None:
+        return to_code(tree, e.name)
+    return "\n".join(line for line in e.code.splitlines() if not line.lstrip().startswith("@"))
+
+
 def render_prompt(context: Context, limits: PromptLimits) -> str:
     """The user prompt for ``context``; its length is bounded by ``limits``, not by the archive."""
     def entry(e: Entry, title: str) -> str:
         status = _score(e) if e.status == "done" else \
             f"status: {e.status}" + (f" ({clip(e.reason, limits.max_error_chars)})" if e.reason else "")
+        code = baseline_code(e, context.beta) if e.kind == "baseline" else e.code
         return prompts.render("entry", title=title, status_line=status,
                               thought=clip(e.thought, limits.max_thought_chars) or "(none given)",
-                              code=clip(e.code, limits.max_code_chars))
+                              code=clip(code, limits.max_code_chars))
 
     def section(entries, titled) -> str:
         return "\n\n".join(titled(e) for e in entries) or "(none yet)"
@@ -101,9 +112,8 @@ def render_prompt(context: Context, limits: PromptLimits) -> str:
     return prompts.render(
         "propose", number=context.n_proposed + 1, task=context.task, beta=context.beta,
         fitness_description=f"the mean over training seeds of `{context.metric}` on `{context.task}`",
-        baselines=section(context.baselines, lambda e: entry(e, f"{e.name} ({_score(e)})")),
-        best=section(context.best[:limits.n_best],
-                     lambda e: entry(e, f"#{e.id} {e.name} ({_score(e)})")),
+        baselines=section(context.baselines, lambda e: entry(e, e.name)),
+        best=section(context.best[:limits.n_best], lambda e: entry(e, f"#{e.id} {e.name}")),
         recent=section(recent, lambda e: entry(e, f"#{e.id} {e.name}")),
         failures=section(failures, lambda e: prompts.render(
             "failure", title=f"#{e.id} {e.name}", status=e.status,

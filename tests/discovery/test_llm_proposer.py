@@ -39,7 +39,7 @@ def test_valid_reply_becomes_a_proposal_with_token_usage():
     assert request["body"]["model"] == "fake-model"
     system, user = request["body"]["messages"]
     assert '"thought"' in system["content"] and "rho" in system["content"]
-    assert "dpo" in user["content"] and "0.6100" in user["content"]
+    assert "def dpo(rho, beta)" in user["content"] and "0.6100" in user["content"]  # readable form
 
 
 def test_fenced_json_reply():
