@@ -26,13 +26,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from discovery import training
-from discovery.archive import FINAL, Archive
+from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.config import CampaignConfig
 from discovery.proposers import Proposal, make_proposer
 from discovery.seams import Seams
@@ -267,7 +268,35 @@ def _log_to(directory: Path, progress: bool):
     return handlers
 
 
-def _drive(archive: Archive, config: CampaignConfig, proposer, seams, progress: bool) -> dict:
+def _lock(directory: Path):
+    """Hold ``DIR/campaign.lock`` for the campaign's lifetime: a second ``disco resume`` of a running
+    campaign would train its rows twice. The OS drops the lock when the holder dies (even by -9)."""
+    import fcntl
+    handle = open(directory / "campaign.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ArchiveError(f"{directory} is being run by another process (pid {holder}); "
+                           "wait for it or stop it before resuming") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _locked(archive: Archive):
+    try:
+        return _lock(archive.dir)
+    except ArchiveError:
+        archive.close()
+        raise
+
+
+def _drive(archive: Archive, lock, config: CampaignConfig, proposer, seams, progress: bool) -> dict:
     handlers = _log_to(archive.dir, progress)
     try:
         seams = seams or Seams.from_config(config)
@@ -278,6 +307,7 @@ def _drive(archive: Archive, config: CampaignConfig, proposer, seams, progress: 
             log.removeHandler(h)
             h.close()
         archive.close()
+        lock.close()
 
 
 def run_campaign(directory, config: CampaignConfig, *, proposer=None, seams: Seams | None = None,
@@ -287,7 +317,7 @@ def run_campaign(directory, config: CampaignConfig, *, proposer=None, seams: Sea
     proposer = proposer or make_proposer(config)  # a missing key fails here, before DIR is made
     seams = seams or Seams.from_config(config)
     archive = Archive.create(directory, config.to_dict())
-    return _drive(archive, config, proposer, seams, progress)
+    return _drive(archive, _locked(archive), config, proposer, seams, progress)
 
 
 def resume_campaign(directory, *, proposer=None, seams: Seams | None = None, progress: bool = True,
@@ -295,8 +325,9 @@ def resume_campaign(directory, *, proposer=None, seams: Seams | None = None, pro
     """Continue the campaign in ``directory`` with its saved configuration (``changes``: e.g. a
     larger ``candidates`` or another ``workers``)."""
     archive = Archive.open(directory)
+    lock = _locked(archive)
     config = CampaignConfig.from_dict(archive.config)
     if changes:
         config = dataclasses.replace(config, **changes)
         archive.set_meta("config", config.to_dict())
-    return _drive(archive, config, proposer, seams, progress)
+    return _drive(archive, lock, config, proposer, seams, progress)

@@ -160,3 +160,17 @@ def test_without_a_validator_only_the_static_screen_runs():
     good = seams.check(steep(2), beta=0.1, timeout=1)
     assert not bad["valid"] and "os" in bad["reason"] and bad["layers"] == ["screen"]
     assert good["valid"] and "not available" in good["note"]
+
+
+def test_a_running_campaign_cannot_be_resumed_twice(tmp_path):
+    import fcntl
+
+    from discovery.archive import ArchiveError
+    run_campaign(tmp_path / "c", fake_config(candidates=1), proposer=Scripted([steep(2)]), progress=False)
+    with open(tmp_path / "c" / "campaign.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live `disco run` holds it
+        with pytest.raises(ArchiveError, match="another process"):
+            resume_campaign(tmp_path / "c", proposer=Scripted([]), progress=False, candidates=2)
+        with Archive.open(tmp_path / "c") as a:
+            assert a.config["candidates"] == 1  # the refused resume changed nothing
+    resume_campaign(tmp_path / "c", proposer=Scripted([steep(3)]), progress=False, candidates=2)
