@@ -18,7 +18,10 @@ from the archive every time, never kept in memory.
 The outside world is reached through :class:`Seams` (validator, fingerprinter, trainer, inspector,
 fitness), named in the config as ``module:function`` so tests and future fitness functions plug in
 without touching this loop. With ``workers > 1`` candidates train concurrently, each in its own
-``python -m discovery.training`` process whose environment lacks the API key.
+``python -m discovery.training`` process whose environment lacks the API key (the proposer then
+sees results as they arrive, so the sequence of proposals depends on timing; with one worker a
+campaign is deterministic given its seed). ``DIR/campaign.lock`` keeps a second process off a
+running campaign.
 """
 
 from __future__ import annotations
