@@ -35,7 +35,7 @@ def test_kill_9_during_training_then_resume(tmp_path):
     config.write_text(yaml.safe_dump(fake_config(**SETTINGS).to_dict()))
     marks = tmp_path / "markers"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-           "DISCO_FAKE_MARKERS": str(marks), "DISCO_FAKE_TRAIN_SLEEP": "0.5"}
+           "DISCO_FAKE_MARKERS": str(marks), "DISCO_FAKE_TRAIN_SLEEP": "0.8"}
     out = tmp_path / "c"
 
     proc = disco("run", "--out", str(out), "--config", str(config), env=env)
@@ -43,13 +43,13 @@ def test_kill_9_during_training_then_resume(tmp_path):
     while time.time() < deadline:  # kill while the second candidate is training
         m = markers(marks)
         if m and m[-1][0] == "start" and sum("/candidates/" in p and k == "end" for k, p in m) >= 3:
+            os.kill(proc.pid, signal.SIGKILL)  # at once: the run that just started is mid-way
+            killed_dir = m[-1][1]
             break
         assert proc.poll() is None, proc.stdout.read().decode()
         time.sleep(0.02)
     else:
         raise AssertionError(f"training never reached the second candidate: {markers(marks)}")
-    killed_dir = markers(marks)[-1][1]
-    os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     with Archive.open(out) as a:
         assert [r["status"] for r in a.rows(status="training")] == ["training"]
