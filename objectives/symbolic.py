@@ -173,6 +173,7 @@ def _clamp(x, min=None, max=None):
 
 
 def _pow(x, exponent):
+    exponent = sympy.sympify(exponent)
     if exponent.is_Number and abs(exponent) > MAX_EXPONENT:
         raise Untranslatable(f"constant exponent {exponent} is larger than {MAX_EXPONENT}")
     return _guard(x ** exponent)

@@ -120,3 +120,10 @@ def test_translation_never_executes_the_candidate(monkeypatch):
         monkeypatch.setattr(builtins, name, refuse)
     monkeypatch.setattr("objectives.execution.compile_function", refuse)
     assert translate(METHOD_LRML).pointwise
+
+
+def test_torch_square_translates_like_power_of_two():
+    """torch.square(1 - z) is (1 - z)^2: f'(0) = -2 in z; a plain int exponent once crashed _pow."""
+    t = translate("import torch\ndef f(rho, beta):\n    return torch.square(1 - beta * rho)\n")
+    assert t.expr is not None, t.reason
+    assert sympy.simplify(t.expr - (1 - Z) ** 2) == 0
