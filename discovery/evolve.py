@@ -245,7 +245,7 @@ def depth(t) -> int:
 
 
 def fold(t):
-    """Fold constant subtrees and drop multiplications by one."""
+    """Fold constant subtrees; simplify x - x, x * 0, x * 1, x + 0."""
     if t[0] == "u":
         x = fold(t[2])
         if x[0] == "c":
@@ -259,9 +259,13 @@ def fold(t):
         x, y = fold(t[2]), fold(t[3])
         if x[0] == "c" and y[0] == "c":
             return c(round(evaluate(b(t[1], x, y), 0.0), 6))
-        if t[1] == "*" and x == c(1):
+        if t[1] == "-" and x == y:
+            return c(0)
+        if t[1] == "*" and c(0) in (x, y):
+            return c(0)
+        if (t[1] == "*" and x == c(1)) or (t[1] == "+" and x == c(0)):
             return y
-        if t[1] == "*" and y == c(1):
+        if (t[1] == "*" and y == c(1)) or (t[1] in "+-" and y == c(0)):
             return x
         return b(t[1], x, y)
     return t

@@ -73,3 +73,11 @@ def test_never_reproposes_known_code():
     again = proposer.propose(Context(task="synthetic", beta=0.1, metric="win_rate", n_proposed=0,
                                      known_codes=frozenset({" ".join(first.code.split())})))
     assert again.code != first.code
+
+
+def test_fold_simplifies_what_mutations_leave_behind():
+    z, c, b, u = evolve.Z, evolve.c, evolve.b, evolve.u
+    assert evolve.fold(b("*", c(3.0), b("+", u("square", b("-", z, z)), u("sigmoid", u("neg", z))))) == \
+        b("*", c(3.0), u("sigmoid", u("neg", z)))
+    assert evolve.fold(b("*", c(1.0), b("+", z, b("*", c(0.0), u("exp", z))))) == z
+    assert evolve.fold(u("exp", b("*", c(2.0), c(0.5)))) == c(round(2.718281828459045, 6))
