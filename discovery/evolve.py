@@ -245,7 +245,7 @@ def depth(t) -> int:
 
 
 def fold(t):
-    """Fold constant subtrees; simplify x - x, x * 0, x * 1, x + 0."""
+    """Fold constant subtrees; simplify x - x, x * 0, x * 1, x + 0, a * (b * x)."""
     if t[0] == "u":
         x = fold(t[2])
         if x[0] == "c":
@@ -261,6 +261,8 @@ def fold(t):
             return c(round(evaluate(b(t[1], x, y), 0.0), 6))
         if t[1] == "-" and x == y:
             return c(0)
+        if t[1] == "*" and x[0] == "c" and y[0] == "b" and y[1] == "*" and y[2][0] == "c":
+            return fold(b("*", c(float(f"{x[1] * y[2][1]:.4g}")), y[3]))  # a * (b * e) = ab * e
         if t[1] == "*" and c(0) in (x, y):
             return c(0)
         if (t[1] == "*" and x == c(1)) or (t[1] == "+" and x == c(0)):

@@ -81,3 +81,4 @@ def test_fold_simplifies_what_mutations_leave_behind():
         b("*", c(3.0), u("sigmoid", u("neg", z)))
     assert evolve.fold(b("*", c(1.0), b("+", z, b("*", c(0.0), u("exp", z))))) == z
     assert evolve.fold(u("exp", b("*", c(2.0), c(0.5)))) == c(round(2.718281828459045, 6))
+    assert evolve.fold(b("*", c(75.0), b("*", c(0.1), u("sigmoid", z)))) == b("*", c(7.5), u("sigmoid", z))
