@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
-	$(BIN)/disco run --out runs/demo --proposer evolve --candidates 6 --task synthetic
+	$(BIN)/disco run --out runs/demo --proposer evolve --candidates 12 --seeds 0 1 2 --task synthetic
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/validate_speed.py
