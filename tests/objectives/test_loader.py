@@ -6,14 +6,7 @@ import torch
 import objectives
 from objectives import ObjectiveError
 
-METHOD_FORM = '''
-def discopop_style(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                   reference_rejected_logps):
-    pi_logratios = policy_chosen_logps - policy_rejected_logps
-    ref_logratios = reference_chosen_logps - reference_rejected_logps
-    logits = pi_logratios - ref_logratios
-    return -F.logsigmoid(self.beta * logits)
-'''
+from tests.objectives.sources import DPO_METHOD as METHOD_FORM  # noqa: E402
 
 PLAIN_FORM = '''
 import torch

@@ -40,19 +40,7 @@ def test_ipo_keeps_beta_as_a_parameter():
     assert _same(t.at_beta(0.5), (2 * Z - 1) ** 2)  # (2z - 1)^2 at beta = 1/2
 
 
-METHOD_LRML = '''
-def log_ratio_modulated_loss(self, policy_chosen_logps, policy_rejected_logps,
-                             reference_chosen_logps, reference_rejected_logps):
-    pi_logratios = policy_chosen_logps - policy_rejected_logps
-    ref_logratios = reference_chosen_logps - reference_rejected_logps
-    logits = pi_logratios - ref_logratios
-    logits = logits * self.beta
-    log_ratio_modulation = torch.sigmoid(logits / 0.05)
-    logistic_component = -F.logsigmoid(logits)
-    exp_component = torch.exp(-logits)
-    losses = logistic_component * (1 - log_ratio_modulation) + exp_component * log_ratio_modulation
-    return losses
-'''
+from tests.objectives.sources import LRML_METHOD as METHOD_LRML  # noqa: E402
 
 
 def test_method_form_with_self_beta_matches_the_registry():
