@@ -5,8 +5,8 @@ import torch
 
 import objectives
 from objectives import ObjectiveError
+from tests.objectives.sources import DPO_METHOD as METHOD_FORM
 
-from tests.objectives.sources import DPO_METHOD as METHOD_FORM  # noqa: E402
 
 PLAIN_FORM = '''
 import torch

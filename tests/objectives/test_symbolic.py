@@ -7,6 +7,7 @@ import sympy
 
 from objectives import ObjectiveError
 from objectives.symbolic import BETA, Z, translate
+from tests.objectives.sources import LRML_METHOD as METHOD_LRML
 
 LOG1PEXP = sympy.log(1 + sympy.exp(-Z))  # -logsigmoid(z)
 
@@ -40,7 +41,6 @@ def test_ipo_keeps_beta_as_a_parameter():
     assert _same(t.at_beta(0.5), (2 * Z - 1) ** 2)  # (2z - 1)^2 at beta = 1/2
 
 
-from tests.objectives.sources import LRML_METHOD as METHOD_LRML  # noqa: E402
 
 
 def test_method_form_with_self_beta_matches_the_registry():

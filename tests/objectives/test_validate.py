@@ -10,10 +10,10 @@ import pytest
 
 from objectives import sandbox
 from objectives.validate import ValidationReport, validate
+from tests.objectives.sources import DPO_LOGPS, DPO_METHOD, DPO_RHO, FLIPPED_DPO, LRML_METHOD
 
 REPO = Path(__file__).resolve().parents[2]
 
-from tests.objectives.sources import DPO_LOGPS, DPO_METHOD, DPO_RHO, FLIPPED_DPO, LRML_METHOD  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
