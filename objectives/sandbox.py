@@ -52,9 +52,7 @@ import ctypes
 import dataclasses
 import importlib
 import json
-import math
 import os
-import resource
 import select
 import shutil
 import signal
@@ -65,33 +63,18 @@ import threading
 import time
 from pathlib import Path
 
+from objectives import lockdown
+from objectives.lockdown import CLONE_NEWPID, NOBODY, PR_SET_PDEATHSIG, libc
+
 KINDS = ("timeout", "memory", "crash", "error", "refused")
-NOBODY = 65534  # uid and gid of the child
-MAX_PROCESSES = 32  # RLIMIT_NPROC for uid 65534 (threads count too)
-MAX_FILE_BYTES = 64 << 20  # RLIMIT_FSIZE
-MAX_OPEN_FILES = 256
 MAX_RESULT_BYTES = 32 << 20  # a bigger answer is treated as a crash
-TMPFS_MB = 256  # size of each private tmpfs
-PRIVATE_TMP = ("/var/tmp", "/dev/shm", "/run/lock")  # fresh tmpfs; /tmp itself becomes read-only
 PRELOAD = ("json", "socket", "encodings.idna", "traceback", "torch", "torch.nn.functional",
            "objectives.checks", "pyseccomp")  # imported by the zygote, so every fork has them
-DENIED_SYSCALLS = (
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "execve", "execveat",
-    "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "pivot_root", "chroot",
-    "unshare", "setns", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
-    "userfaultfd", "init_module", "finit_module", "delete_module", "kexec_load", "reboot",
-    "swapon", "swapoff", "io_uring_setup", "open_by_handle_at", "name_to_handle_at")
 REPO = str(Path(__file__).resolve().parents[1])
 # Layers not to set up: for tests of the fallback path a CI runner without namespaces would take.
 # Any of "pidns", "netns", "ipcns", "mountns" (private-tmp/-root/-proc), "seccomp".
 SKIP_LAYERS: frozenset[str] = frozenset()
 
-_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-_CLONE_NEWPID, _CLONE_NEWNET, _CLONE_NEWUSER = 0x20000000, 0x40000000, 0x10000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
-_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 0x4000, 1 << 18
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class SandboxError(RuntimeError):
@@ -380,7 +363,7 @@ def _handle(request: dict, out: int, pidns: int | None) -> dict:
     timeout = float(request["timeout"])
     read_end, write_end = os.pipe()
     skip = set(request.get("skip") or ())
-    new_pidns = pidns is not None and "pidns" not in skip and _libc.unshare(_CLONE_NEWPID) == 0
+    new_pidns = pidns is not None and "pidns" not in skip and libc.unshare(CLONE_NEWPID) == 0
     try:
         pid = os.fork()
         if pid == 0:  # the child never returns from here
@@ -390,7 +373,7 @@ def _handle(request: dict, out: int, pidns: int | None) -> dict:
             finally:
                 os._exit(70)
     finally:
-        if new_pidns and _libc.setns(pidns, _CLONE_NEWPID) != 0:
+        if new_pidns and libc.setns(pidns, CLONE_NEWPID) != 0:
             raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace failed")
     os.close(write_end)
     _send(out, {"started": pid})
@@ -443,7 +426,7 @@ def _child(fn, request: dict, out: int) -> None:
     """Lock this forked process down, then call ``fn``; write the hello line and the result line."""
     layers = ["process"]
     os.setsid()
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -457,7 +440,7 @@ def _child(fn, request: dict, out: int) -> None:
             layers.append("pidns")
         tmpdir = tempfile.mkdtemp(prefix="disco-sbx-", dir="/tmp")  # the zygote removes it
         if root:
-            layers += _namespaces(tmpdir, request.get("writable") or [], skip)
+            layers += lockdown.namespaces(tmpdir, request.get("writable") or [], skip)
             os.chown(tmpdir, NOBODY, NOBODY)
         os.chdir(tmpdir)
         os.umask(0o077)
@@ -465,7 +448,7 @@ def _child(fn, request: dict, out: int) -> None:
         os.environ.update({"HOME": tmpdir, "TMPDIR": tmpdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
         tempfile.tempdir = tmpdir
         layers.append("clean-env")
-        _limits(timeout, memory_mb)
+        lockdown.limits(timeout, memory_mb)
         layers.append("rlimits")
         if root:
             os.setgroups([])
@@ -474,7 +457,7 @@ def _child(fn, request: dict, out: int) -> None:
             if os.getuid() != NOBODY or os.geteuid() != NOBODY:
                 raise OSError("uid drop did not take")
             layers.append("uid-drop")
-        layers += [] if "seccomp" in skip else _seccomp()
+        layers += [] if "seccomp" in skip else lockdown.seccomp()
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.set_num_threads(1)
@@ -504,116 +487,3 @@ def _failure(err: BaseException, memory_mb: int | None) -> dict:
         return {"ok": False, "kind": "memory",
                 "reason": f"out of memory (limit: {memory_mb} MiB above the worker's own): {text}"}
     return {"ok": False, "kind": "error", "reason": text}
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(source, target, fstype, flags, data=None) -> None:
-    enc = (lambda s: s.encode() if isinstance(s, str) else s)
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
-
-
-def _namespaces(tmpdir: str, writable: list[str], skip: set[str]) -> list[str]:
-    """New network/IPC/UTS/mount namespaces, then the mounts; returns the layers that were set up.
-
-    In the mount namespace the host's /tmp stays visible but read-only (inputs other code left
-    there, e.g. the inner loop's, remain readable), the child's own ``tmpdir`` becomes a private
-    tmpfs, /var/tmp, /dev/shm and /run/lock are fresh tmpfs, /root is a tmpfs holding only the
-    Python installation, read-only, and /proc shows only the sandbox. A mount that fails raises:
-    the child then refuses to run rather than run half-isolated.
-    """
-    got = []
-    if "netns" not in skip and _libc.unshare(_CLONE_NEWNET) == 0:
-        got.append("netns")
-    if "ipcns" not in skip and _libc.unshare(_CLONE_NEWIPC | _CLONE_NEWUTS) == 0:
-        got += ["ipcns", "utsns"]
-    if "mountns" in skip or _libc.unshare(_CLONE_NEWNS) != 0:
-        return got
-    _mount("none", "/", None, _MS_REC | _MS_PRIVATE)
-    # opened before the read-only views and tmpfs hide them: Python under /root, writable dirs
-    handles = [(os.open(p, os.O_PATH | os.O_DIRECTORY), p) for p in _python_dirs_under("/root")]
-    shared = [(os.open(p, os.O_PATH | os.O_DIRECTORY), p) for p in writable]
-    flags = _MS_NOSUID | _MS_NODEV
-    _mount("/tmp", "/tmp", None, _MS_BIND | _MS_REC)
-    _mount("none", "/tmp", None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
-    _mount("tmpfs", tmpdir, "tmpfs", flags, f"size={TMPFS_MB}m,mode=0700")
-    for place in PRIVATE_TMP:
-        if os.path.isdir(place):
-            _mount("tmpfs", place, "tmpfs", flags, f"size={TMPFS_MB}m,mode=1777")
-    got.append("private-tmp")
-    if os.path.isdir("/root"):
-        _mount("tmpfs", "/root", "tmpfs", flags, "size=1m,mode=0755")
-        for fd, path in handles:
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-            _mount("none", path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
-            os.close(fd)
-        got.append("private-root")
-    for fd, path in shared:  # on top of the read-only views: these stay writable
-        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-        _mount("none", path, None, _MS_REMOUNT | _MS_BIND | flags)
-        os.close(fd)
-    if os.getpid() == 1:
-        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-        got.append("private-proc")
-    return got
-
-
-def _python_dirs_under(prefix: str) -> list[str]:
-    """The Python installation directories (and sys.path entries) that live under ``prefix``."""
-    found = []
-    for p in [sys.base_prefix, sys.prefix] + sys.path:
-        p = os.path.realpath(p) if p else ""
-        if p.startswith(prefix + "/") and os.path.isdir(p) and not any(
-                p == q or p.startswith(q + "/") for q in found):
-            found = [q for q in found if not q.startswith(p + "/")] + [p]
-    return found
-
-
-def _limits(timeout: float, memory_mb: int | None) -> None:
-    def limit(which, value):
-        resource.setrlimit(which, (value, value))
-    if memory_mb:
-        limit(resource.RLIMIT_AS, _vm_size() + int(memory_mb) * (1 << 20))
-    cpu = int(math.ceil(timeout)) * max(1, os.cpu_count() or 1) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    limit(resource.RLIMIT_NPROC, MAX_PROCESSES)
-    limit(resource.RLIMIT_FSIZE, MAX_FILE_BYTES)
-    limit(resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
-    limit(resource.RLIMIT_CORE, 0)
-
-
-def _vm_size() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("no VmSize in /proc/self/status")
-
-
-def _seccomp() -> list[str]:
-    """An optional layer: without pyseccomp/libseccomp, or where filters cannot load, none."""
-    try:
-        import pyseccomp
-        flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    except (ImportError, OSError, AttributeError):
-        return []
-    for name in DENIED_SYSCALLS:
-        try:
-            flt.add_rule(pyseccomp.ERRNO(1), name)  # EPERM
-        except (OSError, ValueError, RuntimeError):
-            pass  # a syscall this architecture does not have
-    # no new user namespace through clone(); clone3's flags are out of a filter's reach, so
-    # ENOSYS makes glibc fall back to clone()
-    flt.add_rule(pyseccomp.ERRNO(1), "clone",
-                 pyseccomp.Arg(0, pyseccomp.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER))
-    flt.add_rule(pyseccomp.ERRNO(38), "clone3")  # ENOSYS
-    try:
-        flt.load()  # also sets no_new_privs (libseccomp's default)
-    except OSError:
-        return []
-    return ["seccomp", "no-new-privs"]
