@@ -104,6 +104,12 @@ def per_prompt(metrics: dict, metric: str) -> np.ndarray | None:
     return None
 
 
+def prompt_set(metrics: dict) -> str | None:
+    """The name of the prompts behind the per-prompt outcomes (inner_loop.metrics.prompt_set), if given."""
+    container = metrics.get("per_prompt")
+    return container.get("prompt_set") if isinstance(container, dict) else None
+
+
 # -- running ----------------------------------------------------------------------------------
 
 Runner = Callable[..., object]
@@ -220,7 +226,8 @@ def difference(runs_a: Iterable[Run], runs_b: Iterable[Run], metric: str, *, n_b
     """Paired interval of a - b over the settings where both finished; a string says why there is none.
 
     Prompt pairing is used when every shared setting has per-prompt outcomes of equal length for
-    both objectives (same prompts, same order); otherwise the pairing is by setting.
+    both objectives (same prompts, same order: when both runs name their prompt set, the names must
+    match too); otherwise the pairing is by setting.
     """
     a = {r.setting: r for r in runs_a if r.value(metric) is not None}
     b = {r.setting: r for r in runs_b if r.value(metric) is not None}
@@ -230,7 +237,8 @@ def difference(runs_a: Iterable[Run], runs_b: Iterable[Run], metric: str, *, n_b
     strata = [s.stratum for s in shared]
     pa = [per_prompt(a[s].metrics, metric) for s in shared]
     pb = [per_prompt(b[s].metrics, metric) for s in shared]
-    if all(x is not None and y is not None and x.shape == y.shape and x.size for x, y in zip(pa, pb)):
+    same = all(prompt_set(a[s].metrics) == prompt_set(b[s].metrics) for s in shared)
+    if same and all(x is not None and y is not None and x.shape == y.shape and x.size for x, y in zip(pa, pb)):
         return hierarchical_bootstrap(pa, pb, strata=strata, n_boot=n_boot, seed=seed)
     return paired_bootstrap([a[s].value(metric) for s in shared], [b[s].value(metric) for s in shared],
                             strata=strata, n_boot=n_boot, seed=seed)

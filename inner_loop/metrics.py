@@ -31,6 +31,13 @@ stream. It returns a JSON-able dict:
     fraction of (prompt, sample index) pairs where the policy's completion has higher gold reward
     than the reference's completion for the same prompt; ties count half. In [0, 1].
 ``n``, ``n_prompts``, ``n_samples_per_prompt``, ``seed``, ``completion_length``, ``eos_fraction``
+``per_prompt``
+    ``{"win_rate": [...], "reward": [...], "kl": [...]}``: one value per held-out prompt, in the
+    order of ``task.heldout_prompts`` (that prompt's samples averaged), so the mean of each list is
+    the aggregate above. Every run on the same task sees the same prompts in the same order, which
+    lets :func:`evaluation.compare.difference` pair two objectives prompt by prompt within a seed;
+    ``per_prompt["prompt_set"]`` (12 hex digits of sha256 over the prompts' token ids) lets it check
+    that. 128 prompts x 3 floats: a few kB of JSON.
 
 Standard errors are over prompts (samples of one prompt are averaged first, then
 std / sqrt(n_prompts)), since samples that share a prompt are not independent.
@@ -41,6 +48,8 @@ the reference with ``seed + 1_000_003``; the global RNG is not touched.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 
@@ -55,6 +64,11 @@ REF_SEED_OFFSET = 1_000_003
 def _se_over_prompts(values: torch.Tensor, n_prompts: int) -> float:
     per_prompt = values.reshape(n_prompts, -1).mean(1)
     return float(per_prompt.std(unbiased=True) / math.sqrt(n_prompts)) if n_prompts > 1 else float("nan")
+
+
+def prompt_set(prompts) -> str:
+    """12 hex digits naming an ordered list of prompts (token-id lists)."""
+    return hashlib.sha256(json.dumps([list(map(int, p)) for p in prompts]).encode()).hexdigest()[:12]
 
 
 @torch.no_grad()
@@ -116,6 +130,7 @@ def _evaluate(policy_model, task, n_samples_per_prompt, seed, ref_model, max_com
     wins = (reward > ref_reward).float() + 0.5 * (reward == ref_reward).float()
     kl = kl_along(policy_model, ref_model, expanded, pi_samples, pad, batch_size=min(batch_size, 256))
     tokens = kl["tokens"].sum().clamp(min=1)
+    by_prompt = lambda x: x.reshape(n_prompts, k).mean(1).tolist()  # noqa: E731 - prompt-major samples
     return {
         "reward": float(reward.mean()),
         "reward_se": _se_over_prompts(reward, n_prompts),
@@ -138,4 +153,6 @@ def _evaluate(policy_model, task, n_samples_per_prompt, seed, ref_model, max_com
         "completion_length": float(torch.tensor([len(c) for c in pi_samples], dtype=torch.float).mean()),
         "eos_fraction": float(sum(1 for c in pi_samples if c and c[-1] == eos) / len(pi_samples)),
         "seconds": round(time.perf_counter() - t0, 3),
+        "per_prompt": {"win_rate": by_prompt(wins), "reward": by_prompt(reward), "kl": by_prompt(kl["kl"]),
+                       "prompt_set": prompt_set(prompts)},
     }

@@ -106,7 +106,8 @@ def test_disco_compare_prints_the_table_and_writes_json(tmp_path, capsys, monkey
 
 
 def test_disco_compare_end_to_end_through_the_real_runner(tmp_path, capsys, monkeypatch):
-    """dpo and lrml x 2 seeds on a tiny synthetic task, through inner_loop.runner.run_candidate (~20 s)."""
+    """dpo and lrml x 2 seeds on a tiny synthetic task, through inner_loop.runner.run_candidate (~20 s),
+    paired by prompt within seed."""
     monkeypatch.setattr(analysis_commands, "RUNNER", None)
     tiny = ["corpus_size=400", "sft_steps=20", "n_train_pairs=32", "n_heldout_prompts=16", "max_steps=4",
             "batch_size=8", f"cache_dir={tmp_path / 'cache'}"]
@@ -119,5 +120,10 @@ def test_disco_compare_end_to_end_through_the_real_runner(tmp_path, capsys, monk
     assert [r["status"] for r in saved["runs"]] == ["done"] * 4, [r["reason"] for r in saved["runs"]]
     assert all(0 <= r["metrics"]["win_rate"] <= 1 and r["metrics"]["kl"] >= 0 for r in saved["runs"])
     lrml = next(r for r in saved["table"]["rows"] if r["objective"] == "lrml")
-    assert lrml["n_done"] == 2 and lrml["vs"]["dpo"]["pairing"] == "setting"
+    # the runner reports per-prompt outcomes on one prompt set for every objective and seed, so the
+    # interval pairs by prompt within seed
+    assert len({r["metrics"]["per_prompt"]["prompt_set"] for r in saved["runs"]}) == 1
+    assert all(len(r["metrics"]["per_prompt"]["win_rate"]) == 16 for r in saved["runs"])
+    assert lrml["n_done"] == 2 and lrml["vs"]["dpo"]["pairing"] == "prompt-within-setting"
+    assert lrml["vs"]["dpo"]["n_units"] == 2 and lrml["vs"]["dpo"]["n_prompts"] == 2 * 16
     assert lrml["vs"]["dpo"]["lo"] <= lrml["vs"]["dpo"]["mean"] <= lrml["vs"]["dpo"]["hi"]

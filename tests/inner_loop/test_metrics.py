@@ -88,3 +88,33 @@ def test_sampling_stops_at_eos_and_respects_the_length_cap(tiny_synthetic_task, 
                                           generator=torch.Generator().manual_seed(0))
     assert len(out) == 24 and all(1 <= len(c) <= 5 for c in out)
     assert all(eos not in c[:-1] for c in out)
+
+
+def test_per_prompt_outcomes_average_to_the_aggregates_and_pair_by_prompt(tiny_synthetic_task, sft_pair):
+    """evaluation.compare reads metrics["per_prompt"]: one value per held-out prompt, in prompt order."""
+    import numpy as np
+
+    from evaluation.compare import Run, Setting, difference, per_prompt
+
+    policy, ref = sft_pair
+    out = metrics.evaluate_policy(policy, tiny_synthetic_task, n_samples_per_prompt=3, seed=0, ref_model=ref)
+    n_prompts = len(tiny_synthetic_task.heldout_prompts)
+    assert json.loads(json.dumps(out)) == out
+    for key in ("win_rate", "reward", "kl"):
+        values = per_prompt(out, key)
+        assert values is not None and values.shape == (n_prompts,), key
+        assert np.isclose(values.mean(), out[key], atol=1e-6), key
+    assert out["per_prompt"]["prompt_set"] == metrics.prompt_set(tiny_synthetic_task.heldout_prompts)
+
+    biased = LogitBias(tiny_synthetic_task.load_sft(), torch.tensor(
+        [2.0 if t in POSITIVE else 0.0 for t in tiny_synthetic_task.vocab]))
+    other = metrics.evaluate_policy(biased, tiny_synthetic_task, n_samples_per_prompt=3, seed=0, ref_model=ref)
+    setting = Setting(seed=0)
+    est = difference([Run("biased", setting, "done", metrics=other)], [Run("sft", setting, "done", metrics=out)],
+                     "win_rate", n_boot=200)
+    assert est.pairing == "prompt-within-setting" and est.n_prompts == n_prompts
+    # runs on different prompt sets are never paired by prompt
+    moved = {**other, "per_prompt": {**other["per_prompt"], "prompt_set": "000000000000"}}
+    est = difference([Run("biased", setting, "done", metrics=moved)], [Run("sft", setting, "done", metrics=out)],
+                     "win_rate", n_boot=200)
+    assert est.pairing == "setting"
