@@ -25,16 +25,21 @@ def parse_value(text: str):
     return text
 
 
-# run_candidate's own arguments: an override by these names would collide with them. (The synthetic
-# task's data seed is also called "seed", so it cannot be varied through run_candidate yet.)
+# run_candidate's own arguments: an override by these names would collide with them. "seed" is the
+# training seed (--seeds); a task's data seed is a task field (the synthetic task's is data_seed).
 RESERVED = ("objective", "task", "beta", "seed", "out_dir", "isolation", "timeout", "progress")
+
+
+def reserved_hint(keys) -> str:
+    """Why ``keys`` cannot be overrides, and what to use instead."""
+    hint = f"{', '.join(keys)}: run_candidate's own argument; use --seeds / --beta(s) / --task(s)"
+    return hint + (" (the synthetic task's data seed is data_seed=N)" if "seed" in keys else "")
 
 
 def check_reserved(keys, where: str) -> None:
     clash = [k for k in keys if k in RESERVED]
     if clash:
-        raise SystemExit(f"{where}: {', '.join(clash)} cannot be overridden here (run_candidate's own argument; "
-                         "use --seeds / --beta(s) / --task(s))")
+        raise SystemExit(f"{where}: cannot override {reserved_hint(clash)}")
 
 
 def parse_overrides(items) -> tuple:

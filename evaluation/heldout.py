@@ -36,8 +36,8 @@ class HeldoutError(ValueError):
 
 
 def parse_task(text: str) -> tuple[str, tuple]:
-    """``"synthetic:max_completion_len=32,polarity_concentration=1.0"`` -> (name, sorted overrides)."""
-    from evaluation.analysis_commands import RESERVED, parse_value
+    """``"synthetic:max_completion_len=32,data_seed=7"`` -> (name, sorted overrides)."""
+    from evaluation.analysis_commands import RESERVED, parse_value, reserved_hint
 
     name, _, rest = text.partition(":")
     overrides = {}
@@ -48,8 +48,7 @@ def parse_task(text: str) -> tuple[str, tuple]:
         overrides[key.strip()] = parse_value(value.strip())
     clash = [k for k in overrides if k in RESERVED]
     if clash:
-        raise HeldoutError(f"task variant {text!r}: {', '.join(clash)} is run_candidate's own argument "
-                           "(vary it with --seeds / --betas)")
+        raise HeldoutError(f"task variant {text!r}: cannot override {reserved_hint(clash)}")
     return name.strip(), tuple(sorted(overrides.items()))
 
 

@@ -119,7 +119,8 @@ FUNCTION = ("the", "a", "was", "is", "were", "and", "but", "i", "it", "found", "
 class SyntheticConfig:
     """Everything that determines a build; ``config_hash()`` names its cache directory."""
 
-    seed: int = 0                        # one seed for corpus, model init, SFT, pairs, labels
+    data_seed: int = 0                   # one seed for corpus, model init, SFT, pairs, labels
+                                         # (not run_candidate's training seed)
     n_sentiment_words: int = 20          # positive words used, and as many negative (max 20)
     n_nouns: int = 24                    # nouns used (max 24)
     polarity_concentration: float = 0.6  # a of the Beta(a, a) review polarity; < 1: U-shaped
@@ -277,6 +278,8 @@ class SyntheticTask(Task):
         self.loaded_from_cache = loaded_from_cache  # False only for the call that built it
         raw = json.loads((self.path / "config.json").read_text())
         raw.pop("build_version", None)
+        if "seed" in raw:  # caches written before the field was renamed
+            raw["data_seed"] = raw.pop("seed")
         self.config = SyntheticConfig(**raw)
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path / "tokenizer"))
         self.sft_path = self.path / "sft"

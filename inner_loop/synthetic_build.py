@@ -2,7 +2,7 @@
 
 Straight-line: tokenizer -> SFT corpus -> tiny GPT-2 trained from scratch -> prompts ->
 preference pairs sampled from the SFT model -> reference log-probs -> Bradley-Terry labels.
-Every random draw comes from ``config.seed`` (Python ``random.Random``, or a ``torch.Generator``;
+Every random draw comes from ``config.data_seed`` (Python ``random.Random``, or a ``torch.Generator``;
 the global torch RNG is forked around model initialisation), so a build is reproducible.
 """
 
@@ -36,7 +36,7 @@ def make_tokenizer(vocab: list[str]):
 
 
 def make_model(config: SyntheticConfig, vocab_size: int):
-    """A GPT-2 from config (no pretrained weights), dropout 0, initialised from ``config.seed``."""
+    """A GPT-2 from config (no pretrained weights), dropout 0, initialised from ``config.data_seed``."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(vocab_size=vocab_size, n_positions=config.n_positions, n_embd=config.n_embd,
@@ -44,13 +44,13 @@ def make_model(config: SyntheticConfig, vocab_size: int):
                      attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                      loss_type="ForCausalLM")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.data_seed)
         return GPT2LMHeadModel(cfg)
 
 
 def train_sft(model, corpus: list[list[int]], config: SyntheticConfig, pad_id: int, progress: bool) -> list[float]:
     """Next-token cross-entropy on whole reviews; AdamW, linear warmup then cosine to 10%."""
-    gen = torch.Generator().manual_seed(config.seed + 1)
+    gen = torch.Generator().manual_seed(config.data_seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=config.sft_lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = min(20, max(1, config.sft_steps // 10))
 
@@ -110,7 +110,7 @@ def build_into(out: Path, config: SyntheticConfig, progress: bool = True) -> Non
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    rng = random.Random(config.seed)
+    rng = random.Random(config.data_seed)
     vocab = vocabulary(config)
     index = {w: i for i, w in enumerate(vocab)}
     bos, eos, pad = index[BOS], index[EOS], index[PAD]
@@ -132,7 +132,7 @@ def build_into(out: Path, config: SyntheticConfig, progress: bool = True) -> Non
     train_prompts, heldout = split_prompts(config, rng)
     prompt_ids = [[bos] + [index[w] for w in p] for p in train_prompts]
     t = time.perf_counter()
-    gen = torch.Generator().manual_seed(config.seed + 2)
+    gen = torch.Generator().manual_seed(config.data_seed + 2)
     samples = sampling.sample_completions(model, prompt_ids, n_per_prompt=2, eos_token_id=eos,
                                           max_new_tokens=config.max_completion_len, generator=gen)
     truncated = sum(1 for c in samples if not c or c[-1] != eos)

@@ -50,8 +50,22 @@ def test_parse_task_variants():
         "synthetic", (("max_completion_len", 32), ("polarity_concentration", 1.0)))
     with pytest.raises(HeldoutError):
         parse_task("synthetic:oops")
-    with pytest.raises(HeldoutError, match="run_candidate's own argument"):
+    with pytest.raises(HeldoutError, match="run_candidate's own argument.*data_seed"):
         parse_task("synthetic:seed=3")  # would collide with the training seed
+    assert parse_task("synthetic:data_seed=7") == ("synthetic", (("data_seed", 7),))
+
+
+def test_disco_heldout_on_a_task_variant_with_another_data_seed(tmp_path, capsys, monkeypatch):
+    """The synthetic task's data seed is data_seed, apart from the training seed: a new task variant."""
+    d = make_campaign(tmp_path / "c")
+    fake = FakeRunner()
+    monkeypatch.setattr(analysis_commands, "RUNNER", fake)
+    assert main(["heldout", str(d), "--top", "1", "--tasks", "synthetic:data_seed=7", "--seeds", "0",
+                 "--n-boot", "200"]) == 0
+    assert "held out only in their beta or task variant" in capsys.readouterr().err
+    assert fake.calls and all(c["data_seed"] == 7 and c["seed"] == 0 for c in fake.calls)
+    saved = json.loads((d / "heldout.json").read_text())
+    assert [s["overrides"] for s in saved["settings"]] == [{"data_seed": 7, "max_steps": 20}]
 
 
 def test_campaign_view_ranks_candidates_not_baselines(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 TINY_SYNTHETIC = dict(corpus_size=1500, n_embd=32, n_head=2, sft_steps=150, n_train_pairs=300,
-                      n_heldout_prompts=32, max_completion_len=16, seed=0)
+                      n_heldout_prompts=32, max_completion_len=16, data_seed=0)
 
 
 @pytest.fixture(scope="session")

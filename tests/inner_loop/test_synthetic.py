@@ -161,7 +161,7 @@ def test_interrupted_build_leaves_no_cache_directory(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synthetic_build, "build_into", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
-        synthetic.build(SyntheticConfig(seed=123), cache_dir=tmp_path, progress=False)
+        synthetic.build(SyntheticConfig(data_seed=123), cache_dir=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -185,3 +185,18 @@ def test_task_registry_builds_synthetic_with_overrides(tiny_synthetic_task, tiny
         tasks.get_task("synthetc")
     assert json.loads((task.path / "config.json").read_text())["n_train_pairs"] == 300
     assert math.isclose(task.beta, 0.1)
+
+
+def test_data_seed_is_a_task_field_apart_from_the_training_seed(tmp_path):
+    """run_candidate(seed=...) is the training seed; data_seed=... goes to the task and builds another one."""
+    from inner_loop.runner import run_candidate, split_overrides
+
+    assert split_overrides({"data_seed": 7, "max_steps": 2}) == ({"max_steps": 2}, {"data_seed": 7}, {})
+    tiny = dict(corpus_size=400, sft_steps=20, n_train_pairs=32, n_heldout_prompts=16, max_steps=2, batch_size=8)
+    a = run_candidate("dpo", seed=0, cache_dir=tmp_path, **tiny)
+    b = run_candidate("dpo", seed=0, data_seed=7, cache_dir=tmp_path, **tiny)
+    assert a.ok and b.ok, (a.reason, b.reason)
+    assert a.config["task_config"]["data_seed"] == 0 and b.config["task_config"]["data_seed"] == 7
+    assert b.config["train"]["seed"] == 0
+    assert a.metrics["per_prompt"]["prompt_set"] != b.metrics["per_prompt"]["prompt_set"]
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("synthetic-")]) == 2
