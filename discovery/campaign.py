@@ -86,10 +86,12 @@ class Campaign:
             checks = {**checks, "fingerprint_error": fp_error}
         if fp is not None:
             existing = [(i, d) for i, d in self.archive.fingerprints(fp.key) if i != cid]
-            dup = self.seams.duplicate_of(fp, existing)
+            dup, relation = self.seams.duplicate_of(fp, existing, up_to=self.config.dedupe)
             if dup is not None and row["kind"] == "candidate":
                 other = self.archive.get(dup)
-                reason = f"computes the same function as #{dup} {other['name']}"
+                reason = (f"computes the same function as #{dup} {other['name']}" if relation == "same function"
+                          else f"trains like #{dup} {other['name']}: its gradients are a positive multiple "
+                               "of that loss's (a constant shift or scale; Adam divides the factor out)")
                 self.archive.update(cid, expect="proposed", status="duplicate", reason=reason,
                                     duplicate_of=dup, checks=checks, timings=timings,
                                     fingerprint_key=fp.key, finished_at=time.time())

@@ -35,6 +35,8 @@ class CampaignConfig:
     max_attempts: int = 2               # training starts per row before a crashing row is failed
     overrides: dict = dataclasses.field(default_factory=dict)  # TrainConfig/task overrides
     inspect: bool = True                # write plots + symbolic summary into each candidate folder
+    dedupe: str = "training"            # skip a candidate that has the same "function" as an earlier
+                                        # one, or the same "training" (gradients up to a factor > 0)
     # the language-model proposer
     base_url: str | None = None         # OpenAI-compatible endpoint; None: api.openai.com
     model: str = "gpt-4o-mini"          # model name as the endpoint knows it
@@ -65,6 +67,8 @@ class CampaignConfig:
             raise ValueError("need candidates >= 0, workers >= 1 and at least one seed")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.dedupe not in ("function", "training"):
+            raise ValueError(f"dedupe must be 'function' or 'training', not {self.dedupe!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "CampaignConfig":

@@ -69,7 +69,7 @@ class Seams:
     validate: Callable | None = None        # (source, beta=, timeout=) -> report with .valid, .reason
     fingerprint: Callable | None = None     # (objective or source) -> Fingerprint
     fingerprint_from_dict: Callable | None = None
-    find_duplicate: Callable | None = None  # (fp, [(id, Fingerprint)]) -> id | None
+    find_duplicate: Callable | None = None  # (fp, [(id, Fingerprint)], up_to=) -> id | None
     inspect: Callable | None = None         # (objective or source, out_dir, beta=) -> summary
     fitness_fn: Callable = mean_metric      # (results, config) -> (fitness, se)
     missing: dict = dataclasses.field(default_factory=dict)  # seam -> why it is not there
@@ -129,10 +129,17 @@ class Seams:
         except Exception as err:  # noqa: BLE001 - no fingerprint means no dedup, not a failure
             return None, f"{type(err).__name__}: {err}"
 
-    def duplicate_of(self, fp, existing: list[tuple[int, dict]]) -> int | None:
+    def duplicate_of(self, fp, existing: list[tuple[int, dict]], up_to: str = "function") -> tuple[int | None, str]:
+        """(id of the earlier row ``fp`` duplicates, or None; how: "same function"/"same training")."""
         if self.find_duplicate is None or not existing:
-            return None
-        return self.find_duplicate(fp, [(i, self.fingerprint_from_dict(d)) for i, d in existing])
+            return None, ""
+        others = [(i, self.fingerprint_from_dict(d)) for i, d in existing]
+        dup = self.find_duplicate(fp, others, up_to=up_to)
+        if dup is None:
+            return None, ""
+        relation = getattr(fp, "relation", None)
+        return dup, relation(dict(others)[dup]) if relation else "same function"
+
 
     def inspect_into(self, x, out_dir, beta: float) -> dict:
         if self.inspect is None:

@@ -16,13 +16,19 @@ Design choices:
   gated on sigmoid(beta*rho/0.05) are the same function at beta = 0.05 and different elsewhere;
   fingerprint at ``betas=(0.05,)`` to ask the first question, at several betas for the second.
   The default (0.05, 0.5) spans the betas DiscoPOP and TRL use.
-* Values *and* gradients: a loss shifted by a constant trains identically but is a different
-  function here (its values differ); a loss with ``detach()`` in it has the same values but other
-  gradients, and is different too.
-* ``key`` is a coarse hash (values rounded to 3 significant digits) for an indexed SQL lookup;
-  candidates with the same key are then compared exactly with ``same_function``. A float difference
-  that straddles a rounding boundary can split a true duplicate across two keys; this is rare,
-  and :func:`find_duplicate` compares exactly and does not rely on keys.
+* Values *and* gradients: a loss with ``detach()`` in it has the same values but other gradients,
+  and is a different function.
+* Two relations, not one. ``same_function``: equal values and gradients. ``same_training``: the
+  gradients agree up to one positive factor per beta, so ``f + c`` and ``k * f`` (k > 0) count:
+  the trainer only sees gradients, and Adam divides a constant factor out of its updates (up to
+  its epsilon and gradient clipping). A campaign skips both by default (``dedupe="training"``),
+  because an offline search that perturbs constants otherwise spends its budget retraining
+  ``75 * f`` after ``100 * f`` to the same fitness.
+* ``key`` is a coarse hash of the *normalised* gradients (3 significant digits) for an indexed SQL
+  lookup, equal within a ``same_training`` class (hence also for the same function); candidates
+  with the same key are then compared exactly. A float difference that straddles a rounding
+  boundary can split a true duplicate across two keys; this is rare, and :func:`find_duplicate`
+  compares exactly and does not rely on keys.
 
 Computing a fingerprint runs the loss: registry objectives in this process, source text in the
 sandbox (:func:`objectives.analysis.isolated` on :func:`fingerprint_source`).
@@ -42,7 +48,7 @@ from objectives.analysis import decode, encode, isolated, source_of
 from objectives.base import Objective, ObjectiveError
 from objectives.baselines import REGISTRY
 
-VERSION = 1
+VERSION = 2
 GRID_Z = (-6.0, -3.0, -1.5, -0.7, -0.3, -0.1, 0.0, 0.05, 0.2, 0.45, 1.1, 2.5, 5.0)
 DEFAULT_BETAS = (0.05, 0.5)
 BATCH_SIZE = 8
@@ -112,25 +118,56 @@ class Fingerprint:
         entry = self.per_beta[repr(float(beta))]
         return np.concatenate([decode(entry[field]) for field in FIELDS])
 
+    def gradient(self, beta: float) -> np.ndarray:
+        entry = self.per_beta[repr(float(beta))]
+        return np.concatenate([decode(entry["margin_df"]), decode(entry["batch_grad"])])
+
     @property
     def key(self) -> str:
-        """A coarse hash for indexed lookup: equal for the same function (up to rounding luck)."""
+        """A coarse hash for indexed lookup: equal within a ``same_training`` class (up to rounding luck)."""
         parts = []
         for b in self.betas:
-            entry = self.per_beta[repr(b)]
-            parts += [_coarse(v) for v in decode(entry["margin_f"])]
-            parts += [_coarse(v) for v in decode(entry["batch_f"])]
+            parts += [_coarse(v) for v in _normalised(self.gradient(b))]
         digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
         return f"fp{self.version}:{','.join(repr(b) for b in self.betas)}:{digest}"
 
     def same_function(self, other: "Fingerprint", rtol: float = 1e-6, atol: float = 1e-9) -> bool:
         """True when values and gradients agree at every beta the two fingerprints share."""
+        return all(_close(self.vector(b), other.vector(b), rtol, atol) for b in self._shared(other))
+
+    def same_training(self, other: "Fingerprint", rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+        """True when, at every shared beta, the gradients agree up to one positive factor."""
+        for b in self._shared(other):
+            mine, theirs = self.gradient(b), other.gradient(b)
+            if not (np.isfinite(mine).all() and np.isfinite(theirs).all()):
+                if not _close(mine, theirs, rtol, atol):
+                    return False
+                continue
+            norm = float(np.dot(theirs, theirs))
+            factor = float(np.dot(mine, theirs)) / norm if norm > 0 else 1.0
+            if factor <= 0 or not _close(mine, factor * theirs, rtol, atol * max(1.0, factor)):
+                return False
+        return True
+
+    def relation(self, other: "Fingerprint") -> str | None:
+        """"same function", "same training" (gradients up to a positive factor) or None."""
+        if self.same_function(other):
+            return "same function"
+        return "same training" if self.same_training(other) else None
+
+    def _shared(self, other: "Fingerprint") -> list[float]:
         if self.version != other.version:
             raise ValueError(f"fingerprint versions differ ({self.version} vs {other.version})")
         shared = [b for b in self.betas if b in other.betas]
         if not shared:
             raise ValueError(f"no beta in common ({self.betas} vs {other.betas})")
-        return all(_close(self.vector(b), other.vector(b), rtol, atol) for b in shared)
+        return shared
+
+
+def _normalised(g: np.ndarray) -> np.ndarray:
+    finite = g[np.isfinite(g)]
+    norm = float(np.linalg.norm(finite)) if finite.size else 0.0
+    return g / norm if norm > 0 else g
 
 
 def _coarse(v: float) -> str:
@@ -166,16 +203,21 @@ def fingerprint(obj_or_source, betas: Iterable[float] = DEFAULT_BETAS) -> Finger
 
 
 def find_duplicate(fp: Fingerprint, existing: Iterable, rtol: float = 1e-6,
-                   atol: float = 1e-9):
-    """The id of the first (id, Fingerprint-or-dict) in ``existing`` computing the same function.
+                   atol: float = 1e-9, up_to: str = "function"):
+    """The id of the first (id, Fingerprint-or-dict) in ``existing`` that duplicates ``fp``.
 
-    Entries sharing no beta with ``fp`` (or of another version) are skipped; None when none match.
+    ``up_to="function"``: computes the same function; ``up_to="training"``: also a loss whose
+    gradients agree up to a positive factor (``f + c``, ``k * f``). Entries sharing no beta with
+    ``fp`` (or of another version) are skipped; None when none match.
     """
+    if up_to not in ("function", "training"):
+        raise ValueError(f"up_to must be 'function' or 'training', not {up_to!r}")
     for ident, other in existing:
         if isinstance(other, dict):
             other = Fingerprint.from_dict(other)
         if other.version != fp.version or not set(fp.betas) & set(other.betas):
             continue
-        if fp.same_function(other, rtol=rtol, atol=atol):
+        if fp.same_function(other, rtol=rtol, atol=atol) or (
+                up_to == "training" and fp.same_training(other, rtol=rtol, atol=atol)):
             return ident
     return None

@@ -79,7 +79,7 @@ def fingerprint(x) -> Fingerprint:
         return Fingerprint([float(v) for v in _load(x).of_rho(GRID.clone(), 0.1)])
 
 
-def find_duplicate(fp, existing):
+def find_duplicate(fp, existing, up_to="function"):
     return next((i for i, other in existing if fp.same_function(other)), None)
 
 

@@ -100,3 +100,22 @@ def test_no_shared_beta_is_not_a_comparison():
     with pytest.raises(ValueError, match="no beta in common"):
         a.same_function(b)
     assert find_duplicate(a, [("x", b)]) is None
+
+
+def test_shifted_and_scaled_losses_train_the_same_but_are_other_functions():
+    """3 * DPO + 1 has gradients 3x DPO's: same training under Adam, a different function."""
+    scaled = "import torch.nn.functional as F\ndef f(rho, beta):\n    return 3.0 * F.softplus(-beta * rho) + 1.0\n"
+    dpo, other = fingerprint("dpo"), fingerprint(scaled)
+    assert not dpo.same_function(other)
+    assert dpo.same_training(other) and dpo.relation(other) == "same training"
+    assert dpo.key == other.key
+    assert find_duplicate(other, [(1, dpo)]) is None
+    assert find_duplicate(other, [(1, dpo)], up_to="training") == 1
+
+
+def test_negated_loss_is_not_the_same_training():
+    """-DPO has gradients -1x DPO's: the factor is negative, so it trains the opposite way."""
+    flipped = "import torch.nn.functional as F\ndef f(rho, beta):\n    return -F.softplus(-beta * rho)\n"
+    dpo, other = fingerprint("dpo"), fingerprint(flipped)
+    assert not dpo.same_training(other) and dpo.relation(other) is None
+    assert fingerprint("ipo").relation(dpo) is None
