@@ -101,7 +101,7 @@ def job_inputs(task_obj) -> Path:
     key = str(getattr(task_obj, "path", id(task_obj)))
     if key in _INPUTS and _INPUTS[key].is_dir():
         return _INPUTS[key]
-    path = Path(tempfile.mkdtemp(prefix="disco-inputs-"))
+    path = _shared_dir("disco-inputs-", writable=False)
     shutil.copytree(task_obj.sft_path, path / "sft")
     task_obj.tokenizer.save_pretrained(str(path / "tokenizer"))
     task_obj.train_pairs.save_to_disk(str(path / "pairs"))
@@ -121,11 +121,24 @@ def _sandbox_available() -> bool:
     return True
 
 
+def _shared_dir(prefix: str, writable: bool) -> Path:
+    """A fresh folder the isolated job can reach: under /tmp whatever $TMPDIR says, absolute.
+
+    The sandbox child sees the host's /tmp (read-only, plus its writable= folders) but not /var/tmp,
+    /dev/shm or /root, and runs in its own folder: a job or inputs folder that followed $TMPDIR
+    there, or a relative path, failed the job (objectives.sandbox.shared_dir)."""
+    try:
+        from objectives.sandbox import shared_dir
+    except ImportError:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None)).resolve()
+        path.chmod(0o777 if writable else 0o755)
+        return path
+    return Path(shared_dir(prefix, writable=writable))
+
+
 def _fresh_job_dir(world_writable: bool) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="disco-job-"))
-    if world_writable:  # the sandbox child runs as uid 65534 and must write here; nothing else does
-        path.chmod(0o777)
-    return path
+    # world-writable for the sandbox child (uid 65534), which must write here; nothing else does
+    return _shared_dir("disco-job-", writable=world_writable)
 
 
 def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bool) -> dict:
@@ -286,7 +299,10 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         result = _failed(str(outcome.get("reason") or "failed")[:1000], **common)
     else:
         t = time.perf_counter()
-        metrics = _evaluate(policy, task_obj, seed, runner_opts.get("eval_kwargs") or {}, train_cfg.threads)
+        if hasattr(task_obj, "evaluate"):  # a task with its own metrics (recipe tasks keep the model)
+            metrics = task_obj.evaluate(policy, seed=seed, out_dir=out_dir, losses=losses)
+        else:
+            metrics = _evaluate(policy, task_obj, seed, runner_opts.get("eval_kwargs") or {}, train_cfg.threads)
         seconds["eval"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - start
         result = TrainResult(status="done", metrics=metrics, **common)

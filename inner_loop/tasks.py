@@ -3,6 +3,8 @@
 A task supplies a tokenizer, an SFT checkpoint (the reference policy), pre-tokenised preference
 pairs with reference log-probs, held-out prompts and a gold reward. ``TASKS`` maps a task name
 to a builder ``(cache_dir=None, progress=True, **overrides) -> Task``; ``get_task`` calls it.
+Tasks: ``synthetic`` (the embedded sentiment task, scored by its gold reward) and
+``recipe:<name>`` per paper recipe (a chat model trained and kept for an LLM judge).
 
 Builders are registered as thin functions that import their module on first use, so importing
 this module (to list tasks, or to parse a command line) costs no torch or transformers import.
@@ -51,6 +53,26 @@ def _synthetic(cache_dir=None, progress: bool = True, **overrides) -> Task:
 
 
 TASKS.register("synthetic", _synthetic)
+
+
+def _recipe_builder(recipe: str) -> TaskBuilder:
+    def build(cache_dir=None, progress: bool = True, **overrides) -> Task:
+        from inner_loop import recipe_task
+
+        return recipe_task.build(recipe, cache_dir=cache_dir, progress=progress, **overrides)
+    return build
+
+
+def _register_recipes() -> None:
+    """``recipe:<name>`` for each paper recipe (inner_loop/recipes/*.yaml): trains a chat model and
+    keeps it for a judge (see :mod:`inner_loop.recipe_task`)."""
+    from inner_loop.recipes import recipe_names
+
+    for recipe in recipe_names():
+        TASKS.register(f"recipe:{recipe}", _recipe_builder(recipe))
+
+
+_register_recipes()
 
 
 def get_task(name: str, **overrides) -> Task:

@@ -333,7 +333,9 @@ def train_job(spec: dict) -> dict:
         result = {"status": "failed", "reason": f"objective did not load: {err}", "losses": [], "steps": 0}
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(inputs / "tokenizer"))
-        pairs = load_from_disk(str(inputs / "pairs"))
+        # in memory: a dataset without ref log-probs (a recipe) makes TRL map it, and a map over an
+        # on-disk dataset writes its cache next to it, in the read-only inputs folder
+        pairs = load_from_disk(str(inputs / "pairs"), keep_in_memory=True)
         model = AutoModelForCausalLM.from_pretrained(str(inputs / "sft"), dtype=torch.float32)
         outcome = train_objective(model, tokenizer, pairs, objective, TrainConfig(**spec["train"]),
                                   output_dir=str(out / "trainer"), progress=spec.get("progress", False))

@@ -35,9 +35,14 @@ def _rows():
 
 @pytest.fixture(scope="module")
 def tiny_gemma(tmp_path_factory):
+    return make_tiny_gemma(tmp_path_factory.mktemp("recipe"))
+
+
+def make_tiny_gemma(root, max_positions: int = 128):
+    """(model folder, dpo-mix JSONL) under ``root``: a 2-layer Gemma and a word-level tokenizer
+    without a chat template (the recipe falls back to zephyr.jinja). Other test modules use it."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GemmaConfig, GemmaForCausalLM, PreTrainedTokenizerFast
-    root = tmp_path_factory.mktemp("recipe")
     rows = _rows()
     texts = [m["content"] for r in rows for side in ("chosen", "rejected") for m in r[side]]
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
@@ -49,7 +54,8 @@ def tiny_gemma(tmp_path_factory):
     hf_tok.save_pretrained(model_dir)  # no chat template: the recipe falls back to zephyr.jinja
     torch.manual_seed(0)
     cfg = GemmaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                      max_position_embeddings=max_positions,
                       pad_token_id=hf_tok.pad_token_id, bos_token_id=hf_tok.bos_token_id,
                       eos_token_id=hf_tok.eos_token_id)
     GemmaForCausalLM(cfg).save_pretrained(model_dir)
