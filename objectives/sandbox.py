@@ -74,6 +74,8 @@ REPO = str(Path(__file__).resolve().parents[1])
 # Layers not to set up: for tests of the fallback path a CI runner without namespaces would take.
 # Any of "pidns", "netns", "ipcns", "mountns" (private-tmp/-root/-proc), "seccomp".
 SKIP_LAYERS: frozenset[str] = frozenset()
+SHARED_ROOT = "/tmp"  # where the host keeps folders a child must see (visible there, read-only)
+HIDDEN = lockdown.PRIVATE_TMP + ("/root", "/proc")  # covered in the child's mount namespace
 
 
 
@@ -105,12 +107,26 @@ def call(target: str, *args, timeout: float = 10.0, memory_mb: int | None = 2048
     ``args``/``kwargs`` and the return value must be JSON-serialisable. ``memory_mb`` is the
     address space allowed on top of what the child starts with (None: no limit, e.g. for CUDA).
     ``writable``: existing directories the child may write to besides its own temporary folder
-    (mode and parents must let uid 65534 in, e.g. a 0777 folder in /tmp). The target's module is
+    (mode and parents must let uid 65534 in: make them with :func:`shared_dir`; paths handed to the
+    target in ``args`` must be absolute, since the child runs in its own folder). The target's module is
     imported in the warm worker: it must not run torch ops at import time (forks would hang). ``cold=True`` pays for a fresh ``python -c``
     process instead of forking the warm zygote (same limits; for benchmarks).
     """
     return run(target, *args, timeout=timeout, memory_mb=memory_mb, cold=cold, writable=writable,
                **kwargs).value
+
+
+def shared_dir(prefix: str, writable: bool = False) -> str:
+    """A fresh folder under :data:`SHARED_ROOT` that a child can see (and write, if ``writable``).
+
+    Made there whatever ``$TMPDIR`` says: a folder under /var/tmp or /dev/shm is covered by the
+    child's private tmpfs, one under /root by its private /root, one inside a 0700 folder is closed
+    to uid 65534. The path is absolute and symlink-free, so it names the same folder in the child
+    (which runs in its own folder). Mode 0777 when ``writable``, else 0755.
+    """
+    path = os.path.realpath(tempfile.mkdtemp(prefix=prefix, dir=SHARED_ROOT))
+    os.chmod(path, 0o777 if writable else 0o755)
+    return path
 
 
 def run(target: str, *args, timeout: float = 10.0, memory_mb: int | None = 2048, cold: bool = False,
@@ -151,11 +167,16 @@ def _request(target, args, kwargs, timeout, memory_mb, writable) -> bytes:
     for path in writable:
         if not os.path.isdir(path):
             raise SandboxError(f"writable path {path!r} is not an existing directory", "refused")
+        real = os.path.realpath(path)
+        hidden = any(real == h or real.startswith(h + "/") for h in HIDDEN)
+        if hidden and os.geteuid() == 0 and "mountns" not in SKIP_LAYERS:  # namespaces run as root only
+            raise SandboxError(f"writable path {path!r} ({real}) is hidden in the child by its private "
+                               f"mounts; make it with shared_dir() (under {SHARED_ROOT})", "refused")
     path = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
     try:
         line = json.dumps({"target": target, "args": list(args), "kwargs": kwargs,
                            "timeout": float(timeout), "memory_mb": memory_mb, "path": path,
-                           "writable": [os.path.abspath(p) for p in writable],
+                           "writable": [os.path.realpath(p) for p in writable],
                            "skip": sorted(SKIP_LAYERS)})
     except (TypeError, ValueError) as err:
         raise SandboxError(f"arguments must be JSON-serialisable: {err}", "refused") from None

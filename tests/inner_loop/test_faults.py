@@ -80,3 +80,31 @@ def test_sandboxed_job_trains_and_the_parent_scores_it(cache):
     assert 0 <= r.metrics["win_rate"] <= 1 and len(r.losses) == 4
     ref = run_candidate("dpo", cache_dir=cache, **TINY_TASK)  # in-process, same seed: same policy
     assert ref.metrics["reward"] == pytest.approx(r.metrics["reward"], abs=1e-6)
+
+
+@pytest.mark.skipif(not __import__("inner_loop.runner").runner._sandbox_available(), reason="no objectives.sandbox")
+def test_two_sandboxed_candidates_in_one_process_whatever_tmpdir_says(cache, monkeypatch):
+    """Regression: the job and inputs folders followed $TMPDIR. Where the child cannot see it (here
+    /var/tmp, a private tmpfs in the sandbox) every sandboxed run failed; they now go under /tmp."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from inner_loop import runner
+
+    if not Path("/var/tmp").is_dir():
+        pytest.skip("no /var/tmp")
+    hidden = Path(tempfile.mkdtemp(prefix="disco-test-tmpdir-", dir="/var/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(hidden))  # as TMPDIR=/var/tmp/... would
+    monkeypatch.setattr(runner, "_INPUTS", {})  # inputs made afresh under this TMPDIR
+    source = "def f(rho, beta):\n    return -F.logsigmoid(beta * rho)\n"
+    try:
+        results = [run_candidate(source, seed=seed, cache_dir=cache, **TINY_TASK) for seed in (0, 1)]
+        assert [r.config["isolation"] for r in results] == ["sandbox"] * 2
+        assert [r.status for r in results] == ["done"] * 2, [r.reason for r in results]
+        assert results[0].metrics["reward"] != results[1].metrics["reward"]  # two seeds, two policies
+        assert not list(hidden.iterdir()), "job or inputs folder made under $TMPDIR"
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)
+        for path in runner._INPUTS.values():
+            shutil.rmtree(path, ignore_errors=True)

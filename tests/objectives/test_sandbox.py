@@ -129,6 +129,26 @@ def test_writable_directory_is_shared_on_request():
         shutil.rmtree(shared)
 
 
+def test_shared_dir_is_reachable_and_hidden_writable_paths_are_refused():
+    """A folder under /var/tmp exists on the host but not in the child (a private tmpfs covers it):
+    refused up front with a reason, instead of a job failing later on a missing file."""
+    shared = Path(sandbox.shared_dir("disco-test-shared-", writable=True))
+    try:
+        assert shared.is_absolute() and str(shared).startswith(sandbox.SHARED_ROOT + "/")
+        done = sandbox.call(f"{T}:write_files", [str(shared / "w.bin")], writable=[str(shared)])
+        assert done[str(shared / "w.bin")] == "written"
+    finally:
+        shutil.rmtree(shared)
+    if "private-tmp" in sandbox.layers() and os.path.isdir("/var/tmp"):
+        hidden = tempfile.mkdtemp(prefix="disco-test-hidden-", dir="/var/tmp")
+        try:
+            with pytest.raises(sandbox.SandboxError, match="hidden in the child") as err:
+                sandbox.call(f"{T}:write_files", [hidden + "/w.bin"], writable=[hidden])
+            assert err.value.kind == "refused"
+        finally:
+            shutil.rmtree(hidden)
+
+
 def test_no_network_even_to_a_local_listener():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
