@@ -38,6 +38,7 @@ same-uid process can do (read files, open sockets); kernel or torch exploits in 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
@@ -93,6 +94,13 @@ def _failed(reason: str, **kw) -> TrainResult:
 # -- inputs for an isolated job ------------------------------------------------------------------
 
 _INPUTS: dict[str, Path] = {}
+
+
+@atexit.register
+def _remove_job_inputs() -> None:
+    """The inputs folders are copies made for this process's jobs: nothing else needs them."""
+    for path in _INPUTS.values():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def job_inputs(task_obj) -> Path:
