@@ -47,6 +47,17 @@ class CampaignConfig:
     max_retries: int = 5                # retries on 429, 5xx, timeouts and dropped connections
     retry_base_delay: float = 2.0       # first backoff in seconds, doubled per retry
     retry_max_delay: float = 60.0       # cap of one backoff (also caps a server's Retry-After)
+    # an LLM judge as fitness (evaluation.fitness: fitness "mt_bench" or "alpaca_eval", on a task
+    # that keeps its model, e.g. recipe:zephyr-gemma); request_timeout and max_retries apply too
+    judge_base_url: str | None = None   # OpenAI-compatible judge endpoint; None: api.openai.com
+    judge_model: str = "gpt-4"          # judge model name (FastChat's MT-Bench judge is gpt-4)
+    judge_api_key_env: str = "OPENAI_API_KEY"  # NAME of the variable holding the judge's key
+    fastchat_data: str | None = None    # FastChat's llm_judge/data folder (MT-Bench questions, prompts)
+    mt_bench_questions: tuple[int, ...] = ()  # MT-Bench question ids to answer; empty: all 80
+    alpaca_reference: str | None = None  # reference outputs, alpaca_eval's JSON/JSONL format
+    alpaca_instructions: str | None = None  # JSON/JSONL of {instruction}; None: the reference's
+    alpaca_judge_prompt: str | None = None  # judge prompt file; None: the installed alpaca_eval's
+    max_new_tokens: int = 1024          # generated tokens per MT-Bench turn / AlpacaEval output
     # how much of the archive a prompt shows (bounds the prompt's length)
     n_best: int = 5                     # best finished candidates shown
     n_recent: int = 3                   # most recent candidates shown
@@ -63,6 +74,7 @@ class CampaignConfig:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "baselines", tuple(self.baselines))
         object.__setattr__(self, "overrides", dict(self.overrides or {}))
+        object.__setattr__(self, "mt_bench_questions", tuple(int(q) for q in self.mt_bench_questions or ()))
         if self.candidates < 0 or self.workers < 1 or not self.seeds:
             raise ValueError("need candidates >= 0, workers >= 1 and at least one seed")
         if self.max_attempts < 1:
@@ -85,6 +97,7 @@ class CampaignConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["seeds"], d["baselines"] = list(self.seeds), list(self.baselines)
+        d["mt_bench_questions"] = list(self.mt_bench_questions)
         return d
 
     def resolved(self) -> "CampaignConfig":

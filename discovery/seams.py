@@ -60,6 +60,23 @@ def mean_metric(results: list[dict], config) -> tuple[float, float | None]:
 
 FITNESS: Registry[Callable] = Registry("fitness function")
 FITNESS.register("mean_metric", mean_metric)
+JUDGE_FITNESS = "evaluation.fitness"  # registers "mt_bench" and "alpaca_eval" when imported
+
+
+def fitness_function(name: str, config=None) -> Callable:
+    """A name in FITNESS (importing :mod:`evaluation.fitness` for one not registered yet) or
+    ``"module:function"``. With ``config``, a function's ``check_config(config)`` runs first, so a
+    judge that is not configured stops the campaign before anything trains."""
+    if ":" in name:
+        fn = resolve(name)
+    else:
+        if name not in FITNESS:
+            importlib.import_module(JUDGE_FITNESS)
+        fn = FITNESS.get(name)
+    check = getattr(fn, "check_config", None)
+    if config is not None and check is not None:
+        check(config)
+    return fn
 
 
 # -- the seams ----------------------------------------------------------------------------------
@@ -92,8 +109,7 @@ class Seams:
             seams.update(fingerprint=fp.fingerprint, fingerprint_from_dict=fp.Fingerprint.from_dict,
                          find_duplicate=fp.find_duplicate)
         seams["inspect"] = get("inspector", config.inspector) if config.inspect else None
-        name = config.fitness
-        seams["fitness_fn"] = resolve(name) if ":" in name else FITNESS.get(name)
+        seams["fitness_fn"] = fitness_function(config.fitness, config)
         return cls(**seams, missing=missing)
 
     def check(self, source: str, beta: float, timeout: float) -> dict:

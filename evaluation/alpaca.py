@@ -147,6 +147,29 @@ def annotate(judge: Judge, rows: list[dict], prompt_path: str | Path | None = No
     return out
 
 
+def generate_outputs(model, tokenizer, instructions: list[dict], generator: str, max_new_tokens: int = 2048,
+                     temperature: float = 0.0, seed: int = 0) -> list[dict]:
+    """One reply per ``{instruction[, dataset]}`` with the tokenizer's chat template (greedy by
+    default: a fitness should not move with the sampling noise), as model_outputs.json rows."""
+    import torch
+
+    device = next(model.parameters()).device
+    rows = []
+    for item in instructions:
+        torch.manual_seed(seed)
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": item["instruction"]}],
+                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = {k: v.to(device) for k, v in ids.items()}
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **sampling)
+        text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        rows.append({"dataset": item.get("dataset"), "instruction": item["instruction"], "output": text,
+                     "generator": generator})
+    return rows
+
+
 def write_model_outputs(path: str | Path, rows: list[dict]) -> None:
     """alpaca_eval's model_outputs.json: a list of {instruction, output, generator[, dataset]}."""
     keep = ("dataset", "instruction", "output", "generator")
