@@ -200,10 +200,12 @@ class Row:
     se: float
     failures: list[dict]                          # {"setting", "reason"} per failed run
     vs: dict[str, Estimate | str]                 # baseline -> interval, or why there is none
+    vs_null: Estimate | None = None               # metric - NULL_VALUE (win rate vs the SFT model)
 
     def to_dict(self) -> dict:
         return {"objective": self.objective, "n_done": self.n_done, "n_failed": self.n_failed,
                 "mean": self.mean, "se": self.se, "failures": self.failures,
+                "vs_null": self.vs_null.to_dict() if self.vs_null else None,
                 "vs": {b: e.to_dict() if isinstance(e, Estimate) else {"missing": e}
                        for b, e in self.vs.items()}}
 
@@ -244,6 +246,28 @@ def difference(runs_a: Iterable[Run], runs_b: Iterable[Run], metric: str, *, n_b
                             strata=strata, n_boot=n_boot, seed=seed)
 
 
+# Metrics with a natural "no better than the reference" value: a win rate against the SFT model's
+# own completions is 0.5 for the SFT model itself.
+NULL_VALUE = {"win_rate": 0.5}
+
+
+def against_null(runs: Iterable[Run], metric: str, *, n_boot: int = 10_000, seed: int = 0) -> Estimate | None:
+    """Interval of metric - NULL_VALUE[metric] (e.g. win rate - 0.5: "does it beat the SFT model?")."""
+    if metric not in NULL_VALUE:
+        return None
+    done = sorted((r for r in runs if r.value(metric) is not None), key=lambda r: r.setting.key)
+    if not done:
+        return None
+    null = NULL_VALUE[metric]
+    strata = [r.setting.stratum for r in done]
+    pa = [per_prompt(r.metrics, metric) for r in done]
+    if all(x is not None and x.size for x in pa):
+        return hierarchical_bootstrap(pa, [np.full_like(x, null) for x in pa], strata=strata,
+                                      n_boot=n_boot, seed=seed)
+    return paired_bootstrap([r.value(metric) for r in done], [null] * len(done), strata=strata,
+                            n_boot=n_boot, seed=seed)
+
+
 def summarize(runs: Sequence[Run], metric: str, *, baselines: Sequence[str] = BASELINES,
               n_boot: int = 10_000, seed: int = 0) -> Table:
     by_objective: dict[str, list[Run]] = {}
@@ -262,14 +286,19 @@ def summarize(runs: Sequence[Run], metric: str, *, baselines: Sequence[str] = BA
                 continue
             vs[b] = (difference(mine, by_objective[b], metric, n_boot=n_boot, seed=seed)
                      if b in by_objective else "baseline not run")
-        rows.append(Row(name, len(values), len(failures), mean, se, failures, vs))
+        rows.append(Row(name, len(values), len(failures), mean, se, failures, vs,
+                        against_null(mine, metric, n_boot=n_boot, seed=seed)))
     settings = sorted({r.setting.key for r in runs})
     return Table(metric, tuple(baselines), rows, settings)
 
 
 def format_table(table: Table, digits: int = 3) -> str:
     """A plain-text table: mean ± se per objective and its difference to every baseline."""
-    head = ["objective", "runs", f"{table.metric} mean ± se"] + [f"- {b} [95% CI]" for b in table.baselines]
+    null = NULL_VALUE.get(table.metric)
+    head = ["objective", "runs", f"{table.metric} mean ± se"]
+    if null is not None:
+        head.append(f"- {null} (SFT) [95% CI]")
+    head += [f"- {b} [95% CI]" for b in table.baselines]
     lines = []
     pairings = set()
     notes = set()
@@ -277,6 +306,9 @@ def format_table(table: Table, digits: int = 3) -> str:
         runs = f"{r.n_done}" + (f" (+{r.n_failed} failed)" if r.n_failed else "")
         mean = "—" if not r.n_done else (f"{r.mean:.{digits}f}" + ("" if math.isnan(r.se) else f" ± {r.se:.{digits}f}"))
         cells = [r.objective, runs, mean]
+        if null is not None:
+            e = r.vs_null
+            cells.append("—" if e is None else e.format(digits) + ("*" if e.excludes_zero else ""))
         for b in table.baselines:
             e = r.vs.get(b)
             if e is None:

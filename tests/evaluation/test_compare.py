@@ -6,8 +6,8 @@ import pytest
 
 from discovery.cli import main
 from evaluation import analysis_commands
-from evaluation.compare import (Run, Setting, difference, format_table, resolve_objectives, run_grid,
-                                summarize)
+from evaluation.compare import (Run, Setting, difference, format_table, per_prompt, resolve_objectives,
+                                run_grid, summarize)
 from evaluation.stats import Estimate
 from tests.evaluation.fakes import FakeRunner
 
@@ -127,3 +127,16 @@ def test_disco_compare_end_to_end_through_the_real_runner(tmp_path, capsys, monk
     assert lrml["n_done"] == 2 and lrml["vs"]["dpo"]["pairing"] == "prompt-within-setting"
     assert lrml["vs"]["dpo"]["n_units"] == 2 and lrml["vs"]["dpo"]["n_prompts"] == 2 * 16
     assert lrml["vs"]["dpo"]["lo"] <= lrml["vs"]["dpo"]["mean"] <= lrml["vs"]["dpo"]["hi"]
+
+
+def test_win_rate_is_also_compared_with_the_sft_model_at_one_half():
+    """Each row carries win_rate - 0.5 with its interval; the table prints it as a column."""
+    runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1, 2]), runner=FakeRunner(per_prompt=40))
+    table = summarize(runs, "win_rate", baselines=("dpo",), n_boot=500)
+    for row in table.rows:
+        prompts = [per_prompt(r.metrics, "win_rate") for r in runs if r.objective == row.objective]
+        assert row.vs_null is not None and row.vs_null.pairing == "prompt-within-setting"
+        assert row.vs_null.mean == pytest.approx(sum(p.mean() for p in prompts) / len(prompts) - 0.5)
+        assert row.vs_null.lo <= row.vs_null.mean <= row.vs_null.hi
+    assert "- 0.5 (SFT) [95% CI]" in format_table(table)
+    assert summarize(runs, "kl", baselines=("dpo",), n_boot=200).rows[0].vs_null is None
