@@ -4,52 +4,71 @@ Judging follows alpaca_eval's ``weighted_alpaca_eval_gpt4_turbo`` annotator: the
 outputs as model ``m`` and model ``M`` and answers one token; with the top-5 log-probabilities of
 that token, ``preference = 2 - P(m) / (P(m) + P(M)) = 1 + P(second is better)``; without them the
 token itself decides (``m`` -> 1, ``M`` -> 2). The order shown to the judge is swapped per example
-with alpaca_eval's seeded rule (``random.Random("is_switched_outputs" + instruction + "0")``, seed 0
-being its annotators' default) and the preference is un-swapped (``3 - p``); on all nine DiscoPOP
-annotation files this reproduces every stored preference from the judge's raw log-probs.
+with alpaca_eval's seeded rule (``utils.random_seeded_choice("is_switched_outputs" + instruction +
+"0")``, seed 0 being its annotators' default) and the preference is un-swapped (``3 - p``); on all
+nine DiscoPOP annotation files this reproduces every stored preference from the judge's raw log-probs.
+The judge prompt is the file that annotator's ``configs.yaml`` names in the installed package, or
+one the user gives (``--judge-prompt``).
 
-The judge prompt is alpaca_eval's ``alpaca_eval_clf.txt``, read at run time from the installed
-``alpaca_eval`` package (located, not imported: alpaca_eval 0.6.6 imports ``pkg_resources``, which
-current setuptools no longer ships, so ``import alpaca_eval`` fails) or from a file the user gives.
-For the same reason the metrics below are alpaca_eval's formulas re-implemented, not called.
+The metrics are alpaca_eval's own: ``alpaca_eval.metrics.get_winrate`` (win_rate, standard_error,
+n_wins, n_wins_base, n_draws, n_total, discrete_win_rate) on our annotation records, and the
+leaderboard's ``avg_length`` (its ``main.py`` one-liner). The length-controlled win rate is fitted
+with the package's GLM code (``glm_winrate.GLM_INFO`` formulas, ``make_dmatrix_for_model``,
+``fit_LogisticRegressionCV``) but not through ``get_length_controlled_winrate``, which always
+downloads ``df_gamed.csv`` from the HF hub (unreachable here), whatever GLM is asked for; only the
+featurisation step around that download is mirrored here (``_glm_features``, pinned to the
+package's own function by a test). Without the leaderboard's side files the GLM is
+``length_controlled_minimal`` (no difficulty term, no regularisation to gamed baselines), which
+runs 1.6-3.4 points above the DiscoPOP leaderboards' ``length_controlled_v1`` LC: it is reported
+under its own name, not as the leaderboard's number. See ``length_controlled``.
 
-Metrics reproduce ``alpaca_eval.metrics.get_winrate`` (win_rate, standard_error, n_wins,
-n_wins_base, n_draws, n_total, discrete_win_rate) and the leaderboard's ``avg_length``. The
-length-controlled win rate is a GLM fitted here without alpaca_eval's downloaded side files; see
-``length_controlled`` for which GLM and how far it is from the leaderboard.
+alpaca_eval 0.6.6 imports ``pkg_resources``, hence the ``setuptools<81`` run-time pin in
+pyproject.toml. It is imported on first use (1-2 s: it pulls in sklearn, patsy and datasets; its
+``__init__`` also loads a ``.env`` from the working directory).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import logging
 import math
-import random
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
+import yaml
 
 from evaluation.judge import Judge, JudgeError, JudgmentCache, prompt_digest
 
-PROMPT_IN_PACKAGE = "evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt"
+log = logging.getLogger(__name__)
+
+ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"   # alpaca_eval 2's default annotator config
 SWITCH_COLUMN = "is_switched_outputs"   # alpaca_eval's seed prefix for the order swap
 SWAP_SEED = 0                           # alpaca_eval annotator seed (checked on DiscoPOP annotations)
 FIRST, SECOND = "m", "M"                # identifiers of output_1 / output_2 in the judge prompt
+GLM_MINIMAL = "length_controlled_minimal"      # LC GLM without instruction difficulty
+GLM_DIFFICULTY = "length_controlled_noreg"     # LC GLM with it, no gamed-baseline regulariser
+
+
+def alpaca_eval_package():
+    """The alpaca_eval package with its metrics loaded (imported here, on first use)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import alpaca_eval.metrics.glm_winrate  # noqa: F401  (also imports alpaca_eval.utils, .constants)
+    import alpaca_eval as package
+    return package
 
 
 # -------------------------------------------------------------------------------------- prompt
 def find_prompt(path: str | Path | None = None) -> Path:
-    """The judge prompt file: ``path`` if given, else the one shipped in the alpaca_eval package."""
+    """The judge prompt file: ``path`` if given, else the one alpaca_eval's annotator config names."""
     if path:
         return Path(path)
-    spec = importlib.util.find_spec("alpaca_eval")  # finds the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("no judge prompt: `pip install alpaca_eval` or pass --judge-prompt FILE")
-    found = Path(list(spec.submodule_search_locations)[0]) / PROMPT_IN_PACKAGE
-    if not found.exists():
-        raise FileNotFoundError(f"{found} is missing from the installed alpaca_eval")
-    return found
+    configs = alpaca_eval_package().constants.EVALUATORS_CONFIG_DIR
+    config = yaml.safe_load((configs / ANNOTATOR / "configs.yaml").read_text(encoding="utf-8"))
+    return configs / config[ANNOTATOR]["prompt_template"]
 
 
 def chatml_to_messages(text: str) -> list[dict]:
@@ -76,7 +95,8 @@ def fill(messages: list[dict], fields: dict[str, str]) -> list[dict]:
 
 def is_swapped(instruction: str, seed: int = SWAP_SEED) -> bool:
     """alpaca_eval's per-example order swap, seeded by the instruction text."""
-    return random.Random(SWITCH_COLUMN + instruction + str(seed)).choices([False, True], k=1)[0]
+    choose = alpaca_eval_package().utils.random_seeded_choice
+    return choose(seed=SWITCH_COLUMN + instruction + str(seed), choices=[False, True])
 
 
 def preference_from_logprobs(top: dict[str, float]) -> float | None:
@@ -178,106 +198,106 @@ def write_model_outputs(path: str | Path, rows: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------- metrics
-def _sem(x: np.ndarray) -> float:
-    return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+def _plain(metrics: dict) -> dict:
+    """numpy scalars -> Python numbers, so the package's results serialise to JSON."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}
 
 
-def _head2head(preferences: np.ndarray) -> dict:
-    """alpaca_eval's describe_head2head on preferences in [1, 2] (0 and 1.5 are draws)."""
-    n_draws = int(np.sum((preferences == 1.5) | (preferences == 0)))
-    p = np.where(preferences == 0, 1.5, preferences)
-    p = p[(p >= 1) & (p <= 2)] - 1                 # drops NaN and out-of-range values
-    return {"win_rate": float(p.mean() * 100), "standard_error": _sem(p) * 100,
-            "n_wins": int(np.sum(p > 0.5)), "n_wins_base": int(np.sum(p < 0.5)),
-            "n_draws": n_draws, "n_total": int(len(p))}
+def annotations_frame(annotations: Sequence[dict]) -> pd.DataFrame:
+    """Our annotation records as the DataFrame alpaca_eval's metrics take: one row per record in
+    eval-set order (row label = eval-set index), a failed judgment's preference as NaN."""
+    df = pd.DataFrame.from_records(list(annotations))
+    df["preference"] = [np.nan if x is None else float(x) for x in df["preference"]]
+    return df
 
 
 def winrate_metrics(preferences: Sequence[float | None]) -> dict:
-    """win_rate, standard_error, n_wins, n_wins_base, n_draws, n_total, discrete_win_rate.
-
-    As ``alpaca_eval.metrics.get_winrate``: the weighted rate is the mean of ``preference - 1``;
-    the discrete one first rounds each preference to 1 or 2 (exactly 1.5 stays a half-win).
-    """
-    p = np.array([np.nan if x is None else float(x) for x in preferences], dtype=float)
-    out = _head2head(p)
-    discrete = np.where(p == 1.5, 0.0, np.round(p))  # round-half-even, as pandas' round
-    out["discrete_win_rate"] = _head2head(discrete)["win_rate"]
-    return out
+    """win_rate, standard_error, n_wins, n_wins_base, n_draws, n_total, discrete_win_rate, by
+    ``alpaca_eval.metrics.get_winrate``: the weighted rate is the mean of ``preference - 1``, the
+    discrete one rounds each preference to 1 or 2 first; failed judgments (None) are left out."""
+    frame = annotations_frame([{"preference": p} for p in preferences])
+    return _plain(alpaca_eval_package().metrics.get_winrate(frame))
 
 
 def avg_length(outputs: Sequence[str]) -> int:
-    """The leaderboard's avg_length: mean characters per model output, truncated to an int."""
+    """The leaderboard's avg_length (alpaca_eval/main.py): mean characters per model output, as int."""
     return int(np.mean([len(o) for o in outputs]))
 
 
-def load_instruction_difficulty(path: str | Path) -> np.ndarray:
-    """alpaca_eval's instruction_difficulty.csv: row index (eval-set position) -> difficulty."""
-    import pandas as pd
-    return pd.read_csv(path, index_col=0).squeeze("columns").sort_index().to_numpy(dtype=float)
+def load_instruction_difficulty(path: str | Path) -> pd.Series:
+    """alpaca_eval's instruction_difficulty.csv, read as its ``glm_winrate._get_instructions_difficulty``
+    reads the hub copy: eval-set index -> difficulty."""
+    return pd.read_csv(path, index_col=0).squeeze("columns")
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Unpenalised logistic regression on soft labels y in [0, 1] (mean cross-entropy)."""
-    from scipy.optimize import minimize
+def _glm_features(df: pd.DataFrame, difficulty: pd.Series | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Steps 2-3 of alpaca_eval's ``glm_winrate._get_featurized_data`` (its step 1 is the download):
+    train features with the preference in [0, 1], and the same rows with no length difference.
 
-    def loss(w):
-        z = X @ w
-        value = np.mean(y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z))
-        grad = X.T @ (1 / (1 + np.exp(-z)) - y) / len(y)
-        return value, grad
+    One departure: if all length differences are equal (std 0) the package divides by zero; here
+    the length feature is then 0, so the length term drops out."""
+    delta = df["output_1"].str.len() - df["output_2"].str.len()
+    spread = delta.std()
+    X = pd.DataFrame({"preference": df["preference"].astype(float).replace({0.0: 1.5}) - 1,
+                      "std_delta_len": delta / spread if spread > 0 else delta * 0.0,
+                      "not_gamed_baseline": True}, index=df.index)
+    if difficulty is not None:
+        missing = df.index.difference(difficulty.index)
+        if len(missing):
+            raise ValueError(f"no instruction difficulty for eval-set index {list(missing[:5])}")
+        X["instruction_difficulty"] = difficulty.loc[df.index].to_numpy(dtype=float)
+    X_test = X.drop(columns=["preference"]).assign(std_delta_len=0)
+    return X, X_test
 
-    return minimize(loss, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B").x
 
+def length_controlled(annotations: Sequence[dict], instruction_difficulty: pd.Series | None = None) -> dict:
+    """Length-controlled win rate by alpaca_eval's GLM code, without its downloaded files.
 
-def length_controlled(annotations: list[dict], instruction_difficulty: np.ndarray | None = None) -> dict:
-    """Length-controlled win rate from a GLM that needs no downloaded file.
+    The GLM (Dubois et al. 2024, eq. 2) models ``logit P(model wins) = a + b tanh(std_delta_len)
+    [+ c instruction_difficulty]``, fitted on the soft preferences with an L1 penalty chosen by
+    5-fold CV (``fit_LogisticRegressionCV``), and predicts each instruction with the length term
+    set to 0; LC is the mean prediction. ``std_delta_len`` is the reference-minus-model length
+    difference in characters over its standard deviation.
 
-    alpaca_eval's ``length_controlled_v1`` models ``logit P(model wins) = a + b tanh(std_delta_len)
-    + c instruction_difficulty`` (Dubois et al. 2024, eq. 2), with ``std_delta_len`` the
-    baseline-minus-model length difference in characters over its standard deviation, and predicts
-    with the length term set to 0. Its instruction difficulties and its regularisation towards two
-    "gamed" baselines come from files on the HF hub. Here:
+    * without a difficulty file: ``length_controlled_minimal``, so LC = sigmoid(a) for every row
+      and ``lc_standard_error`` is None (the package's sem of a constant is 0, not an error bar);
+    * with one: ``length_controlled_noreg`` (the difficulty term, looked up by eval-set index as
+      the package does, no regularisation towards the two "gamed" baselines of ``df_gamed.csv``).
 
-    * without a difficulty file: ``length_controlled_minimal`` (alpaca_eval's own name for the GLM
-      with the difficulty term dropped), so LC = sigmoid(a) and there is no lc_standard_error;
-    * with one: ``length_controlled_noreg`` (difficulty term, no regularisation to the gamed
-      baselines).
-
-    Both are fitted by unpenalised maximum likelihood on the soft preferences (alpaca_eval picks an
-    L1 penalty by 5-fold CV, which with 2-3 weights and 800 rows lands close to unpenalised).
-    On the DiscoPOP annotations the minimal GLM runs 1.6-3.4 points above the leaderboard's LC.
+    The leaderboard's ``length_controlled_v1`` needs ``df_gamed.csv`` (the gamed baselines'
+    annotations and difficulties). On the nine DiscoPOP runs the minimal GLM's LC is 1.61-3.42
+    points above the leaderboard's, in the same order; it is not the leaderboard's number.
     """
-    p = np.array([np.nan if a.get("preference") is None else float(a["preference"])
-                  for a in annotations])
-    p = np.where(p == 0, 1.5, p)
-    delta = np.array([len(a["output_1"]) - len(a["output_2"]) for a in annotations], dtype=float)
-    spread = np.std(delta, ddof=1) if len(delta) > 1 else 0.0
-    std_delta = delta / spread if spread > 0 else np.zeros_like(delta)
-    columns = [np.tanh(std_delta)]
-    if instruction_difficulty is not None:
-        if len(instruction_difficulty) != len(annotations):
-            raise ValueError(f"{len(instruction_difficulty)} difficulties for {len(annotations)} rows")
-        columns.append(np.asarray(instruction_difficulty, dtype=float))
-    columns.append(np.ones(len(p)))
-    X = np.stack(columns, axis=1)
-    train = (p >= 1) & (p <= 2)
-    w = _fit_logistic(X[train], p[train] - 1)
-    X_test = X.copy()
-    X_test[:, 0] = 0.0                               # no length difference
-    predicted = 1 / (1 + np.exp(-(X_test @ w)))
-    glm = "length_controlled_noreg" if instruction_difficulty is not None else "length_controlled_minimal"
-    names = ["np.tanh(std_delta_len)"] + (["instruction_difficulty"] if instruction_difficulty is not None
-                                          else []) + ["not_gamed_baseline"]
-    return {"length_controlled_winrate": float(predicted.mean() * 100),
-            "lc_standard_error": _sem(predicted) * 100 if instruction_difficulty is not None else None,
-            "lc_glm": glm, "lc_weights": dict(zip(names, map(float, w)))}
+    glm = alpaca_eval_package().metrics.glm_winrate
+    name = GLM_MINIMAL if instruction_difficulty is None else GLM_DIFFICULTY
+    info = glm.GLM_INFO[name]
+    X, X_test = _glm_features(annotations_frame(annotations), instruction_difficulty)
+    train, test = glm.make_dmatrix_for_model(X, X_test, formula=info["formula"])
+    train = train[train["preference"].notna()]
+    out = {"length_controlled_winrate": None, "lc_standard_error": None, "lc_glm": name, "lc_weights": None}
+    if len(train) < info["kwargs"]["n_splits"]:
+        log.warning("LC win rate needs >= %d judged rows, has %d", info["kwargs"]["n_splits"], len(train))
+        return out
+    import sklearn
+    with sklearn.config_context(), warnings.catch_warnings():  # it turns on metadata routing globally
+        warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")  # penalty="l1": pinned
+        model = glm.fit_LogisticRegressionCV(train, "preference", is_ytrue_proba=True, **info["kwargs"])
+    predicted = pd.Series(model.predict_proba(test)[:, 1])
+    return dict(out, length_controlled_winrate=float(predicted.mean() * 100),
+                lc_standard_error=float(predicted.sem() * 100) if instruction_difficulty is not None else None,
+                lc_weights={k: float(v) for k, v in zip(test.columns, model.coef_[0])})
 
 
-def leaderboard_row(annotations: list[dict], instruction_difficulty: np.ndarray | None = None) -> dict:
+def leaderboard_row(annotations: list[dict], instruction_difficulty: pd.Series | None = None) -> dict:
     """Every leaderboard number computable from an annotations.json, plus failure counts."""
     row = winrate_metrics([a.get("preference") for a in annotations])
     row.update(length_controlled(annotations, instruction_difficulty))
     row["avg_length"] = avg_length([a["output_2"] for a in annotations])
+    glm = alpaca_eval_package().metrics.glm_winrate
+    if row["length_controlled_winrate"] is not None and glm.get_is_extreme_changes(
+            row["win_rate"], row["length_controlled_winrate"]):
+        log.warning("LC win rate %.1f is far from the win rate %.1f: the GLM may have failed",
+                    row["length_controlled_winrate"], row["win_rate"])
     failures: dict[str, int] = {}
     for a in annotations:
         if a.get("failure"):

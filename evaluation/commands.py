@@ -75,7 +75,8 @@ def _add_alpaca(sub) -> None:
                    help="judge temperature (default 1, as alpaca_eval's weighted annotator)")
     _judge_flags(p, required=False)
     p.add_argument("--instruction-difficulty",
-                   help="alpaca_eval's instruction_difficulty.csv (adds the difficulty term to the LC GLM)")
+                   help="alpaca_eval's instruction_difficulty.csv: LC from its length_controlled_noreg GLM "
+                        "(default: length_controlled_minimal, no download needed either way)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_alpaca)
 
@@ -166,14 +167,14 @@ def _alpaca(args) -> int:
     if args.json:
         print(json.dumps(row, indent=2))
     else:
-        lc_se = row["lc_standard_error"]
+        lc, lc_se = row["length_controlled_winrate"], row["lc_standard_error"]
         print(f"win_rate {row['win_rate']:.2f} ± {row['standard_error']:.2f}   "
               f"discrete {row['discrete_win_rate']:.2f}   "
               f"wins {row['n_wins']} / base wins {row['n_wins_base']} / draws {row['n_draws']} "
               f"of {row['n_total']}   avg_length {row['avg_length']}")
-        print(f"LC win_rate {row['length_controlled_winrate']:.2f}"
+        print(("LC win_rate n/a (too few judged rows)" if lc is None else f"LC win_rate {lc:.2f}")
               + (f" ± {lc_se:.2f}" if lc_se is not None else "") + f"   ({row['lc_glm']}, "
-              "not the leaderboard's GLM: see evaluation/alpaca.py)")
+              "not the leaderboard's length_controlled_v1: see evaluation/alpaca.py)")
         if row["failures"]:
             print(f"failed judgments (left out): {row['failures']}")
     return 0
