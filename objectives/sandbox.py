@@ -50,6 +50,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import dataclasses
+import gc
 import importlib
 import json
 import os
@@ -334,6 +335,8 @@ def serve(once: bool = False) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - optional (pyseccomp without libseccomp raises OSError)
             pass
+    gc.collect()
+    gc.freeze()  # the preloaded heap is never scanned again, here or in a child (copy-on-write)
     pidns = None
     if os.geteuid() == 0:
         try:
@@ -366,7 +369,10 @@ def _resolve(target: str, path: list[str]):
         sys.path[:] = path
         importlib.invalidate_caches()
     module, _, name = target.partition(":")
+    fresh = module not in sys.modules
     obj = importlib.import_module(module)  # trusted code, imported here so that forks share it
+    if fresh:
+        gc.freeze()
     for part in name.split("."):
         obj = getattr(obj, part)
     if not callable(obj):

@@ -85,6 +85,29 @@ def test_training_moves_the_loss_and_every_parameter():
     assert any("rewards/margins" in row for row in out.log_history)  # TRL's metrics still log
 
 
+@pytest.mark.parametrize("logprobs", ["direct", "fused"])
+def test_both_logprob_paths_train_identically_and_log_the_reward_metrics(logprobs):
+    """The direct path (own forward) and the fused path (TRL's LM head) are the same training."""
+    model = tiny_model()
+    out = T.train_objective(model, tiny_tokenizer(), token_pairs(model), objectives.load("dpo"),
+                            quick_config(logprobs=logprobs))
+    reference = T.train_objective(tiny_model(), tiny_tokenizer(), token_pairs(tiny_model()), objectives.load("dpo"),
+                                  quick_config(logprobs="fused"))
+    assert out.losses == pytest.approx(reference.losses, abs=1e-5)
+    logged = [row for row in out.log_history if "rewards/margins" in row]
+    assert logged and {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen"} <= set(logged[0])
+
+
+def test_auto_logprobs_is_direct_for_small_vocabularies_and_fused_for_large_ones():
+    small = tiny_model()
+    assert quick_config().resolved(small).logprobs == "direct"
+    big = GPT2LMHeadModel(GPT2Config(vocab_size=T.DIRECT_MAX_VOCAB + 1, n_layer=1, n_embd=8, n_head=1,
+                                     n_positions=16))
+    assert quick_config().resolved(big).logprobs == "fused"
+    with pytest.raises(ValueError, match="logprobs"):
+        quick_config(logprobs="fast").resolved(small)
+
+
 def test_task_column_names_are_accepted():
     model = tiny_model()
     data = token_pairs(model).rename_columns({"prompt_ids": "prompt_input_ids",
@@ -132,6 +155,8 @@ def test_trl_internals_we_rely_on():
         assert needle in src, f"TRL's _compute_loss no longer contains {needle!r}"
     assert "self._precompute_ref_logps(" in inspect.getsource(D.__init__)
     assert "log_probs" in trl_utils.FusedCausalLMOutput.__dataclass_fields__
+    # the direct path logs into TRL's metric store, which DPOTrainer.log() averages and clears
+    assert "self._metrics[mode]" in inspect.getsource(D.log)
     cfg = trl.DPOConfig(output_dir="/tmp/unused", loss_weights=[0.0], precompute_ref_log_probs=True, bf16=False,
                         use_cpu=True)
     assert cfg.loss_type == ["sigmoid"] and cfg.loss_weights == [0.0]
