@@ -169,15 +169,31 @@ def fitness_plot(c: Campaign) -> bytes | None:
 
 
 def comparison_table(table: dict, *, caption: str = "") -> str:
-    """A Table.to_dict(): mean ± se and the paired interval to each baseline, coloured when it excludes 0."""
+    """A Table.to_dict(): mean ± se, the interval against the SFT model's 0.5 where the metric has
+    one (win rate), and the paired interval to each baseline, coloured when it excludes 0."""
     metric, bases = table["metric"], table["baselines"]
     higher = table.get("higher_is_better")
-    head = "".join(f"<th>− {esc(b)} <span class='muted small'>[95% CI]</span></th>" for b in bases)
+    with_null = any(r.get("vs_null") for r in table["rows"])
+    head = ("<th>− 0.5 (SFT) <span class='muted small'>[95% CI]</span></th>" if with_null else "") + "".join(
+        f"<th>− {esc(b)} <span class='muted small'>[95% CI]</span></th>" for b in bases)
     rows, notes, pairings = [], set(), set()
+
+    def interval(e: dict) -> str:
+        cls = ""
+        if e["excludes_zero"] and higher is not None:
+            cls = "better" if (e["mean"] > 0) == higher else "worse"
+        pairings.add(f"{e['pairing']}, {e['n_units']} unit(s)" + (f", {e['n_prompts']} prompts" if e.get("n_prompts") else ""))
+        if e.get("note"):
+            notes.add(e["note"])
+        return (f"<td class='num {cls}' title='pairing: {esc(e['pairing'])}'>{e['mean']:+.4f} "
+                f"[{e['lo']:+.4f}, {e['hi']:+.4f}]</td>")
+
     for r in table["rows"]:
         runs = f"{r['n_done']}" + (f" <span class='fail'>+{r['n_failed']} failed</span>" if r["n_failed"] else "")
         mean = num(r["mean"]) + (f" ± {num(r['se'])}" if isinstance(r.get("se"), (int, float)) else "")
         cells = []
+        if with_null:
+            cells.append(interval(r["vs_null"]) if r.get("vs_null") else "<td class='num muted'>—</td>")
         for b in bases:
             e = r["vs"].get(b)
             if e is None:
@@ -185,14 +201,7 @@ def comparison_table(table: dict, *, caption: str = "") -> str:
             elif "missing" in e:
                 cells.append(f"<td class='muted small'>n/a: {esc(e['missing'])}</td>")
             else:
-                cls = ""
-                if e["excludes_zero"] and higher is not None:
-                    cls = "better" if (e["mean"] > 0) == higher else "worse"
-                pairings.add(f"{e['pairing']}, {e['n_units']} unit(s)" + (f", {e['n_prompts']} prompts" if e.get("n_prompts") else ""))
-                if e.get("note"):
-                    notes.add(e["note"])
-                cells.append(f"<td class='num {cls}' title='pairing: {esc(e['pairing'])}'>{e['mean']:+.4f} "
-                             f"[{e['lo']:+.4f}, {e['hi']:+.4f}]</td>")
+                cells.append(interval(e))
         base = " class='baseline'" if r["objective"] in bases else ""
         rows.append(f"<tr{base}><td>{esc(r['objective'])}</td><td class='num'>{runs}</td><td class='num'>{mean}</td>{''.join(cells)}</tr>")
     direction = {True: "higher is better", False: "lower is better"}.get(higher, "")

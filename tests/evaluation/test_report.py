@@ -59,6 +59,7 @@ def test_report_is_one_self_contained_page(campaign):
     assert "No symbolic summary in candidates/0005-meh" in page
     assert "non-finite loss" in page                    # boom's failure, shown with its reason
     assert "good#4" in page and "[+0.1000, +0.1000]" in page  # held-out interval of good vs dpo
+    assert "− 0.5 (SFT)" in page                          # the win rate against the SFT model too
 
 
 def test_report_says_what_is_missing(tmp_path):
