@@ -29,8 +29,9 @@ Where the policy's log-probs come from (``TrainConfig.logprobs``):
 * ``"direct"``: ``compute_loss`` runs the forward itself (logits, log-softmax, gather), skips
   TRL's ``_compute_loss`` and logs the reward metrics (rewards/chosen, rejected, margins,
   accuracies; logps) itself. On the synthetic task's small model it cuts a candidate's training
-  by about a quarter (the per-token entropy and logit statistics TRL computes cost as much as
-  the model), and it relies on less of TRL: only the collator's batch keys;
+  by about a sixth (1.41 s to 1.18 s for 16 steps of 64 pairs: TRL's chunked head and its
+  per-token entropy and logit statistics cost more than a plain log-softmax at this size), and
+  it relies on less of TRL: only the collator's batch keys;
 * ``"auto"`` (default): direct for vocabularies up to ``DIRECT_MAX_VOCAB``, fused above.
 
 Both paths agree with TRL's built-in losses (tests/inner_loop/test_parity.py runs each).
