@@ -58,12 +58,18 @@ def load_policy(model_dir: str):
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 
-def _release(model) -> None:
+def _generate(model_dir: Path, generate):
+    """``generate(model, tokenizer)`` with the kept policy loaded, then freed before returning, so
+    the next seed's policy never shares the device with this one."""
     import torch
-    del model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    model, tokenizer = load_policy(str(model_dir))
+    try:
+        return generate(model, tokenizer)
+    finally:
+        del model, tokenizer
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _model_dirs(results: list[dict]) -> list[tuple[int, Path]]:
@@ -128,10 +134,8 @@ def mt_bench_fitness(results: list[dict], config) -> tuple[float, float | None]:
     scores, ses = [], []
     for seed, model_dir in models:
         out = model_dir.parent / "mt_bench"
-        model, tokenizer = load_policy(str(model_dir))
-        answers = mt_bench.generate_answers(model, tokenizer, questions, _model_id(model_dir),
-                                            max_new_tokens=config.max_new_tokens, seed=seed)
-        _release(model)
+        answers = _generate(model_dir, lambda model, tokenizer: mt_bench.generate_answers(
+            model, tokenizer, questions, _model_id(model_dir), max_new_tokens=config.max_new_tokens, seed=seed))
         mt_bench.write_jsonl(out / "answers.jsonl", answers)
         judgments = mt_bench.judge_answers(judge, data, answers, JudgmentCache(out / "judge_cache.jsonl"),
                                            parallel=JUDGE_PARALLEL)
@@ -187,10 +191,8 @@ def alpaca_eval_fitness(results: list[dict], config) -> tuple[float, float | Non
     for seed, model_dir in models:
         out = model_dir.parent / "alpaca_eval"
         out.mkdir(parents=True, exist_ok=True)
-        model, tokenizer = load_policy(str(model_dir))
-        outputs = alpaca.generate_outputs(model, tokenizer, instructions, _model_id(model_dir),
-                                          max_new_tokens=config.max_new_tokens, seed=seed)
-        _release(model)
+        outputs = _generate(model_dir, lambda model, tokenizer: alpaca.generate_outputs(
+            model, tokenizer, instructions, _model_id(model_dir), max_new_tokens=config.max_new_tokens, seed=seed))
         alpaca.write_model_outputs(out / "model_outputs.json", outputs)
         annotations = alpaca.annotate(judge, alpaca.pair_outputs(outputs, reference), config.alpaca_judge_prompt,
                                       JudgmentCache(out / "judge_cache.jsonl"))
