@@ -13,9 +13,12 @@ import ctypes
 import math
 import os
 import resource
+import stat
 import sys
+from pathlib import Path
 
 NOBODY = 65534  # uid and gid of the child
+REPO = str(Path(__file__).resolve().parents[1])
 MAX_OPEN_FILES = 256
 MAX_FILE_BYTES = 64 << 20  # RLIMIT_FSIZE
 MAX_PROCESSES = 32  # RLIMIT_NPROC for uid 65534 (threads count too)
@@ -53,8 +56,11 @@ def namespaces(tmpdir: str, writable: list[str], skip: set[str]) -> list[str]:
     In the mount namespace the host's /tmp stays visible but read-only (inputs other code left
     there, e.g. the inner loop's, remain readable), the child's own ``tmpdir`` becomes a private
     tmpfs, /var/tmp, /dev/shm and /run/lock are fresh tmpfs, /root is a tmpfs holding only the
-    Python installation, read-only, and /proc shows only the sandbox. A mount that fails raises:
-    the child then refuses to run rather than run half-isolated.
+    Python installation, read-only, and /proc shows only the sandbox. Any other folder that uid
+    65534 could not pass through on the way to the Python installation or this project (a
+    checkout under ``mktemp -d``, mode 0700) is covered the same way: a tmpfs holding only those
+    paths, read-only, so lazy imports after the uid drop work. A mount that fails raises: the
+    child then refuses to run rather than run half-isolated.
     """
     got = []
     if "netns" not in skip and libc.unshare(CLONE_NEWNET) == 0:
@@ -64,8 +70,10 @@ def namespaces(tmpdir: str, writable: list[str], skip: set[str]) -> list[str]:
     if "mountns" in skip or libc.unshare(CLONE_NEWNS) != 0:
         return got
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
-    # opened before the read-only views and tmpfs hide them: Python under /root, writable dirs
-    handles = [(os.open(p, os.O_PATH | os.O_DIRECTORY), p) for p in _python_dirs_under("/root")]
+    # opened before the read-only views and tmpfs hide them: code under closed folders, writable dirs
+    covers = _closed_covers(_code_dirs())
+    handles = {cover: [(os.open(p, os.O_PATH | os.O_DIRECTORY), p) for p in paths]
+               for cover, paths in covers.items()}
     shared = [(os.open(p, os.O_PATH | os.O_DIRECTORY), p) for p in writable]
     flags = MS_NOSUID | MS_NODEV
     _mount("/tmp", "/tmp", None, MS_BIND | MS_REC)
@@ -75,15 +83,17 @@ def namespaces(tmpdir: str, writable: list[str], skip: set[str]) -> list[str]:
         if os.path.isdir(place):
             _mount("tmpfs", place, "tmpfs", flags, f"size={TMPFS_MB}m,mode=1777")
     got.append("private-tmp")
-    if os.path.isdir("/root"):
-        _mount("tmpfs", "/root", "tmpfs", flags, "size=1m,mode=0755")
-        for fd, path in handles:
+    for cover, opened in handles.items():
+        _mount("tmpfs", cover, "tmpfs", flags, "size=1m,mode=0755")
+        for fd, path in opened:
             os.makedirs(path, mode=0o755, exist_ok=True)
             _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
             _mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
             os.close(fd)
-        got.append("private-root")
+        got.append("private-root" if cover == "/root" else "private-ancestors")
     for fd, path in shared:  # on top of the read-only views: these stay writable
+        if not os.path.isdir(path):  # its folder was covered above: make the mount point
+            os.makedirs(path, mode=0o755, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         _mount("none", path, None, MS_REMOUNT | MS_BIND | flags)
         os.close(fd)
@@ -93,15 +103,30 @@ def namespaces(tmpdir: str, writable: list[str], skip: set[str]) -> list[str]:
     return got
 
 
-def _python_dirs_under(prefix: str) -> list[str]:
-    """The Python installation directories (and sys.path entries) that live under ``prefix``."""
-    found = []
-    for p in [sys.base_prefix, sys.prefix] + sys.path:
+def _code_dirs() -> list[str]:
+    """The Python installation, the sys.path entries and this project: what the child imports from."""
+    found: list[str] = []
+    for p in [sys.base_prefix, sys.prefix, *sys.path, REPO]:
         p = os.path.realpath(p) if p else ""
-        if p.startswith(prefix + "/") and os.path.isdir(p) and not any(
-                p == q or p.startswith(q + "/") for q in found):
+        if os.path.isdir(p) and p != "/" and not any(p == q or p.startswith(q + "/") for q in found):
             found = [q for q in found if not q.startswith(p + "/")] + [p]
     return found
+
+
+def _closed_covers(paths: list[str]) -> dict[str, list[str]]:
+    """{folder to cover with a tmpfs: the paths to bind back under it}. /root is always covered
+    (its contents stay hidden); elsewhere the highest ancestor that others may not pass through."""
+    covers: dict[str, list[str]] = {"/root": []} if os.path.isdir("/root") else {}
+    for p in paths:
+        parts = p.strip("/").split("/")
+        ancestors = ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+        closed = next((a for a in ancestors if a == "/root" or not os.stat(a).st_mode & stat.S_IXOTH), None)
+        if closed is not None:
+            covers.setdefault(closed, []).append(p)
+    for c in list(covers):  # a cover inside another cover is bound back with it
+        if any(c != o and c.startswith(o + "/") for o in covers):
+            del covers[c]
+    return {c: [p for p in paths if p.startswith(c + "/")] for c in covers}
 
 
 def limits(timeout: float, memory_mb: int | None) -> None:

@@ -288,3 +288,24 @@ def test_fallback_without_namespaces_or_seccomp_still_contains(monkeypatch):
         assert not repo_file.exists()
     report = sandbox.call("objectives.checks:run_checks", "dpo", 0.1)
     assert all(c["passed"] for c in report["checks"]), report
+
+
+def test_code_under_a_folder_closed_to_others_still_imports_after_the_uid_drop(monkeypatch):
+    """A checkout under `mktemp -d` (mode 0700): uid 65534 cannot pass through it, yet the child
+    imports from it lazily. The sandbox covers such folders with a tmpfs holding only the code."""
+    if "uid-drop" not in sandbox.layers() or "private-tmp" not in sandbox.layers():
+        pytest.skip(f"needs the uid drop and a mount namespace (layers: {', '.join(sandbox.layers())})")
+    closed = Path(tempfile.mkdtemp(prefix="disco-closed-"))  # mode 0700, root's
+    try:
+        (closed / "code").mkdir(mode=0o755)
+        name = f"late_{uuid.uuid4().hex}"
+        (closed / "code" / f"{name}.py").write_text("VALUE = 'imported'\n")
+        (closed / "code" / f"{name}.py").chmod(0o644)
+        (closed / "secret.txt").write_text("not for the child")
+        monkeypatch.syspath_prepend(str(closed / "code"))
+        assert sandbox.call(f"{T}:import_late", name) == "imported"
+        seen = sandbox.call(f"{T}:write_files", [str(closed / "secret.txt")])
+        assert (closed / "secret.txt").read_text() == "not for the child"
+        assert "written" not in seen[str(closed / "secret.txt")]
+    finally:
+        shutil.rmtree(closed)
