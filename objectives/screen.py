@@ -1,14 +1,25 @@
 """Static screening of candidate loss code (AST), before anything runs.
 
 The screen is a fast filter that turns the common mistakes and the obvious escapes of LLM-written
-code into precise, line-numbered errors the proposer can learn from. It is not the security
-boundary: that is the separate, unprivileged, network-less process of :mod:`objectives.sandbox`
-(see its threat model). What the screen refuses:
+code into precise, line-numbered errors the proposer can learn from. It is defence in depth, **not
+the security boundary**: Python offers too many ways from one object to another for a deny-list of
+names to be complete, and everything after it is built to hold when it is bypassed. The boundary is
+the separate, unprivileged, network-less process of :mod:`objectives.sandbox` (see its threat
+model); the trainer calls a loss on detached copies of its inputs, so even unscreened code cannot
+reach the model (:mod:`inner_loop.trainer`). What the screen refuses:
 
 * imports outside the allow-list (torch, torch.nn.functional, math);
 * any attribute or name starting with an underscore (dunders, ``torch._C``), frame / code /
   generator attributes (``gi_frame``, ``f_back``, ``f_globals``), ``str.format`` attribute walks,
   and the torch entry points that reach the file system, native code or ``os``;
+* attribute chains through modules: any attribute named like a standard-library module
+  (``torch.inspect``, ``.shutil``, ``.posix``, ``.enum``, ``.operator``: torch re-exports many, and
+  from them ``os``, builtins and ``__import__`` are a few plain names away) or like one of torch's
+  own submodules other than ``nn``, ``functional``, ``fft``, ``linalg`` and ``special``
+  (``torch.profiler``, ``torch.autograd``, ``torch.testing``, ...);
+* the autograd graph and raw storage: ``.data``, ``.grad``, ``.grad_fn``, ``.next_functions``,
+  ``.variable``, ``.backward``, hooks, storages (a loss could otherwise walk from its inputs to the
+  model's parameters and edit them);
 * the builtins that evaluate, import or reflect (exec, eval, compile, open, __import__, globals,
   getattr, type, ...);
 * anything at top level other than imports, a docstring and exactly one function; decorators,
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import sys
 
 from objectives.base import ObjectiveError
 
@@ -42,7 +54,24 @@ FORBIDDEN_ATTRS = frozenset({
     "from_file", "set_default_dtype", "set_default_device", "set_num_threads", "manual_seed",
     "seed", "set_rng_state", "register_hook", "register_forward_hook", "format", "format_map",
     "mro", "tofile", "numpy",
+    # the autograd graph (reaches the model's parameters from a loss's inputs) and raw storage
+    "data", "grad", "grad_fn", "next_functions", "variable", "saved_tensors", "metadata", "backward",
+    "register_prehook", "register_post_accumulate_grad_hook", "retain_grad", "untyped_storage",
+    "set_", "share_memory_", "detach_", "requires_grad_", "parameters", "named_parameters",
+    "buffers", "state_dict", "load_state_dict", "modules", "bltns", "attrgetter", "methodcaller",
+    # torch's submodules other than the maths a loss needs (read off torch 2.13's namespace)
+    "accelerator", "amp", "ao", "autograd", "compiler", "cpp", "cpu", "distributions", "func",
+    "futures", "masked", "monitor", "mtia", "nested", "optim", "profiler", "quantization",
+    "quasirandom", "random", "return_types", "sparse", "testing", "torch_version", "version",
+    "windows", "xpu", "np", "init", "parallel", "parameter", "intrinsic", "qat", "quantizable",
+    "quantized", "attention", "common_types",
 })
+# Attribute names that are standard-library modules: torch re-exports many of them (torch.inspect,
+# torch.os, F.importlib), and each is a few plain attribute steps from os, builtins or __import__.
+# A few are also tensor methods or the allowed math module; those stay usable.
+STDLIB_MODULE_ATTRS = frozenset(
+    name for name in getattr(sys, "stdlib_module_names", ()) if not name.startswith("_")
+) - {"math", "chunk", "select", "trace"}
 FRAME_PREFIXES = ("gi_", "f_", "co_", "tb_", "cr_", "ag_")
 
 
@@ -75,7 +104,8 @@ def _check_import(node: ast.Import | ast.ImportFrom) -> None:
             if not (module in ALLOWED_IMPORTS and module != "torch"):
                 _refuse(node, f"'from {module} import {alias.name}' is not allowed (allowed: torch, "
                               "torch.nn.functional, math)")
-            if alias.name.startswith("_") or alias.name in FORBIDDEN_ATTRS or alias.name == "*":
+            if (alias.name.startswith("_") or alias.name in FORBIDDEN_ATTRS or alias.name == "*"
+                    or alias.name in STDLIB_MODULE_ATTRS):
                 _refuse(node, f"'from {module} import {alias.name}' is not allowed")
 
 
@@ -94,6 +124,8 @@ class _Visitor(ast.NodeVisitor):
             _refuse(node, f"access to the frame/code attribute {attr!r} is not allowed")
         if attr in FORBIDDEN_ATTRS:
             _refuse(node, f"access to .{attr} is not allowed in a loss function")
+        if attr in STDLIB_MODULE_ATTRS:
+            _refuse(node, f"access to .{attr} (a module) is not allowed in a loss function")
         self.generic_visit(node)
 
     def visit_Name(self, node):

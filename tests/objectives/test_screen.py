@@ -43,3 +43,48 @@ def test_refusal_names_line_and_reason(source, line, reason):
 ])
 def test_honest_code_passes(source):
     assert screen(source).function_name == "f"
+
+
+# Escapes found by a security review that use no underscore at all: each reaches os, builtins or
+# __import__ through modules torch re-exports, or the model's parameters through the autograd graph.
+BYPASSES = [
+    ("torch.profiler.profiler.shutil.posix.system('id')", ".posix"),
+    ("torch.profiler", ".profiler"),
+    ("torch.inspect.enum.bltns", ".bltns"),
+    ("torch.inspect.enum", ".enum"),
+    ("torch.inspect", ".inspect"),
+    ("torch.inspect.attrgetter('_' + '_import_' + '_')", ".attrgetter"),
+    ("F.importlib.import_module('os')", ".importlib"),
+    ("torch.testing", ".testing"),
+    ("torch.autograd.functional", ".autograd"),
+    ("rho.grad_fn.next_functions[0][0].variable", ".variable"),
+    ("rho.grad_fn.next_functions", ".next_functions"),
+    ("rho.grad_fn", ".grad_fn"),
+    ("rho.data", ".data"),
+    ("rho.backward()", ".backward"),
+    ("torch.functools.reduce", ".functools"),
+    ("torch.random.get_rng_state", ".random"),
+]
+
+
+@pytest.mark.parametrize("expr,reason", BYPASSES)
+def test_underscore_free_bypasses_are_refused(expr, reason):
+    with pytest.raises(ObjectiveError) as err:
+        screen(f"import torch\nimport torch.nn.functional as F\ndef f(rho, beta):\n    x = {expr}\n    return rho\n")
+    assert err.value.line == 4
+    assert reason in err.value.reason
+
+
+def test_module_import_through_functional_is_refused():
+    with pytest.raises(ObjectiveError, match="importlib"):
+        screen("from torch.nn.functional import importlib\ndef f(rho, beta):\n    return rho\n")
+
+
+@pytest.mark.parametrize("body", [
+    "torch.chunk(rho, 2)[0] + rho.select(0, 0) * 0 + torch.trace(torch.eye(2)) * 0",
+    "torch.special.expit(rho) + torch.linalg.norm(rho) * 0 + math.sqrt(2.0)",
+    "F.logsigmoid(beta * rho) * rho.detach().sign()",
+])
+def test_tensor_methods_named_like_modules_still_pass(body):
+    assert screen(f"import torch\nimport torch.nn.functional as F\nimport math\ndef f(rho, beta):\n"
+                  f"    return {body}\n").function_name == "f"
