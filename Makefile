@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# the report's rendering test needs a headless Chromium: installed here when missing and possible
+chromium:
+	@bash .ci/chromium
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
