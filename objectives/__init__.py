@@ -1,11 +1,26 @@
 """Objectives: the loss functions of rho that a campaign searches over.
 
 ``objectives.load(x)`` gives a callable :class:`Objective` from a registry name, a ``.py`` file or
-source text; ``objectives.REGISTRY`` holds the built-in baselines.
+source text; ``objectives.REGISTRY`` holds the built-in baselines. The names are imported on first
+use (PEP 562), so that importing a light submodule (``objectives.commands`` for ``disco --help``)
+does not import torch.
 """
 
-from objectives.base import Objective, ObjectiveError, margin
-from objectives.baselines import REGISTRY
-from objectives.loader import get, load, names, probe_kind
+import importlib
 
-__all__ = ["Objective", "ObjectiveError", "REGISTRY", "get", "load", "margin", "names", "probe_kind"]
+_EXPORTS = {"Objective": "objectives.base", "ObjectiveError": "objectives.base", "margin": "objectives.base",
+            "REGISTRY": "objectives.baselines", "get": "objectives.loader", "load": "objectives.loader",
+            "names": "objectives.loader", "probe_kind": "objectives.loader"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'objectives' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
