@@ -13,6 +13,9 @@ status`` while a campaign runs) from blocking the writer; each write is its own 
 
 The rows hold the code, hypothesis, reasons, checks, metrics (JSON), fitness, timings, token usage,
 fingerprint and the resolved campaign configuration. API keys are never given to this module.
+Text is untrusted (a model's reply, a candidate's error): every string is stored with lone
+surrogates replaced (SQLite refuses them), and a reason is cut at
+:data:`~discovery.text.MAX_REASON_CHARS`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 from discovery.proposers import Context, Entry, normalise_code
+from discovery.text import MAX_REASON_CHARS, cap, clean
 
 DB_NAME = "archive.sqlite"
 STATUSES = ("proposed", "invalid", "duplicate", "training", "done", "failed")
@@ -78,8 +82,9 @@ def _decode(row: sqlite3.Row) -> dict:
 
 
 def _encode(value):
-    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list, tuple)) \
-        else value
+    if isinstance(value, (dict, list, tuple)):  # json.dumps escapes lone surrogates: ASCII out
+        return json.dumps(value, sort_keys=True, default=str)
+    return clean(value) if isinstance(value, str) else value
 
 
 class Archive:
@@ -143,13 +148,16 @@ class Archive:
             parents=(), prompt_tokens=None, completion_tokens=None, status: str = "proposed",
             reason: str | None = None) -> int:
         """Insert a row (in state ``proposed`` unless told) and give it its folder; return its id."""
+        name, code, thought, proposer = (clean(x) for x in (name, code, thought, proposer))
+        reason = None if reason is None else cap(clean(reason), MAX_REASON_CHARS)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             cur = self.db.execute(
                 "INSERT INTO candidates (kind, name, code, thought, proposer, parents, status, "
                 "reason, prompt_tokens, completion_tokens, created_at, config) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, name, code, thought, proposer, json.dumps(list(parents)), status, reason,
+                (kind, name, code, thought, proposer, json.dumps([clean(p) for p in parents]),
+                 status, reason,
                  prompt_tokens, completion_tokens, time.time(), json.dumps(self.config)))
             cid = cur.lastrowid
             folder = f"candidates/{cid:04d}-{name}"
@@ -161,6 +169,8 @@ class Archive:
         """Set ``fields`` on row ``cid`` in one transaction; with ``expect``, only from that state."""
         if "status" in fields and fields["status"] not in STATUSES:
             raise ArchiveError(f"unknown status {fields['status']!r}")
+        if isinstance(fields.get("reason"), str):
+            fields["reason"] = cap(fields["reason"], MAX_REASON_CHARS)
         cols = ", ".join(f"{k} = ?" for k in fields)
         values = [_encode(v) for v in fields.values()]
         with self.db:

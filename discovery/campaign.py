@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -38,8 +39,11 @@ from pathlib import Path
 from discovery import training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.config import CampaignConfig
+from discovery.parsing import slug
 from discovery.proposers import Proposal, make_proposer
 from discovery.seams import Seams
+from discovery.text import (MAX_CODE_CHARS, MAX_PROMPT_CHARS, MAX_REPLY_CHARS, MAX_THOUGHT_CHARS,
+                            cap, clean, shown)
 
 log = logging.getLogger("discovery")
 
@@ -177,20 +181,23 @@ class Campaign:
             self.bar.update(1)
             best = self.archive.leaderboard()
             if best:
-                self.bar.set_postfix_str(f"best {best[0]['name'][:24]} {best[0]['fitness']:.4f}")
+                self.bar.set_postfix_str(
+                    f"best {shown(best[0]['name'][:24], multiline=False)} {best[0]['fitness']:.4f}")
 
     def record(self, proposal: Proposal) -> int:
+        proposal = bounded(proposal)
         cid = self.archive.add(
             kind="candidate", name=proposal.name, code=proposal.code, thought=proposal.thought,
             proposer=proposal.proposer, parents=proposal.parents,
             prompt_tokens=proposal.prompt_tokens, completion_tokens=proposal.completion_tokens)
         folder = self.folder(self.archive.get(cid))
         (folder / "proposal.md").write_text(
-            f"# #{cid} {proposal.name}\n\n{proposal.thought}\n\n```python\n{proposal.code}```\n")
+            f"# #{cid} {proposal.name}\n\n{proposal.thought}\n\n```python\n{proposal.code}```\n",
+            encoding="utf-8")
         if proposal.prompt:
-            (folder / "prompt.md").write_text(proposal.prompt)
+            (folder / "prompt.md").write_text(proposal.prompt, encoding="utf-8")
         if proposal.reply is not None:
-            (folder / "reply.md").write_text(proposal.reply)
+            (folder / "reply.md").write_text(proposal.reply, encoding="utf-8")
         if proposal.error:
             self.archive.update(cid, expect="proposed", status="invalid", reason=proposal.error,
                                 finished_at=time.time())
@@ -242,6 +249,26 @@ class Campaign:
         return summary(a)
 
 
+def bounded(p: Proposal) -> Proposal:
+    """A proposal as untrusted text: encodable as UTF-8, a file-safe name, the hypothesis, prompt
+    and reply cut to their limits, and code over :data:`~discovery.text.MAX_CODE_CHARS` refused
+    (the row becomes invalid, keeping the code's start)."""
+    code, error = clean(p.code), (clean(p.error) or None) if p.error is not None else None
+    if len(code) > MAX_CODE_CHARS:
+        error = error or f"the code is {len(code)} characters long, over the limit of {MAX_CODE_CHARS}"
+        code = cap(code, 4000)
+    name = clean(p.name)
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,40}", name):
+        name = slug(name)
+    count = (lambda n: n if isinstance(n, int) and not isinstance(n, bool) else None)  # noqa: E731
+    return dataclasses.replace(
+        p, name=name, code=code, error=error, thought=cap(clean(p.thought), MAX_THOUGHT_CHARS),
+        proposer=clean(p.proposer)[:100], parents=tuple(clean(x)[:200] for x in p.parents),
+        prompt=None if p.prompt is None else cap(clean(p.prompt), MAX_PROMPT_CHARS),
+        reply=None if p.reply is None else cap(clean(p.reply), MAX_REPLY_CHARS),
+        prompt_tokens=count(p.prompt_tokens), completion_tokens=count(p.completion_tokens))
+
+
 def summary(archive: Archive) -> dict:
     board = archive.leaderboard()
     baselines = {r["name"]: {"fitness": r["fitness"], "fitness_se": r["fitness_se"], "status": r["status"]}
@@ -252,6 +279,14 @@ def summary(archive: Archive) -> dict:
                 "id", "name", "fitness", "fitness_se", "thought", "folder")}}
 
 
+class Shown(logging.Formatter):
+    """Log lines hold names and reasons a candidate may have written: no control character of
+    theirs reaches the terminal or campaign.log raw (see :func:`discovery.text.shown`)."""
+
+    def format(self, record) -> str:
+        return shown(super().format(record))
+
+
 def _log_to(directory: Path, progress: bool):
     """campaign.log in the campaign folder, and short lines on stderr that do not break the bar."""
     from tqdm.auto import tqdm
@@ -260,12 +295,12 @@ def _log_to(directory: Path, progress: bool):
         def emit(self, record):
             tqdm.write(self.format(record), file=sys.stderr)
 
-    file_handler = logging.FileHandler(directory / "campaign.log")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_handler = logging.FileHandler(directory / "campaign.log", encoding="utf-8")
+    file_handler.setFormatter(Shown("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handlers = [file_handler]
     if progress:
         console = TqdmHandler()
-        console.setFormatter(logging.Formatter("%(message)s"))
+        console.setFormatter(Shown("%(message)s"))
         handlers.append(console)
     log.setLevel(logging.INFO)
     for h in handlers:

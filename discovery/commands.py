@@ -2,13 +2,17 @@
 
 Thin wrappers: they parse flags, build a :class:`~discovery.config.CampaignConfig` (defaults <
 ``--config`` YAML < flags) and call :mod:`discovery.campaign`, or read the archive. Heavy imports
-happen inside the handlers so ``disco --help`` stays fast.
+happen inside the handlers so ``disco --help`` stays fast. Everything printed for a person goes
+through :func:`say`: the archive holds text a model or a candidate wrote, and none of its control
+characters (ANSI escapes) reaches the terminal raw; ``--json`` output escapes them anyway.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+
+from discovery.text import shown
 
 RUN_FLAGS = ("proposer", "base_url", "model", "api_key_env", "candidates", "task", "seeds", "beta",
              "workers", "seed")
@@ -58,8 +62,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=_show)
 
 
+def say(text: str = "", file=None) -> None:
+    """Print ``text`` with its control characters made visible (see :func:`discovery.text.shown`)."""
+    print(shown(text), file=file)
+
+
 def _fail(message: str) -> int:
-    print(f"disco: {message}", file=sys.stderr)
+    say(f"disco: {message}", file=sys.stderr)
     return 2
 
 
@@ -93,7 +102,7 @@ def _run(args) -> int:
     except (ArchiveError, UnknownNameError, ValueError, OSError) as err:
         return _fail(str(err))
     _print_summary(result)
-    print(_where_to_look(args.out))
+    say(_where_to_look(args.out))
     return 0
 
 
@@ -110,7 +119,7 @@ def _resume(args) -> int:
     except (ArchiveError, ValueError, OSError) as err:
         return _fail(str(err))
     _print_summary(result)
-    print(_where_to_look(args.dir))
+    say(_where_to_look(args.dir))
     return 0
 
 
@@ -122,12 +131,12 @@ def _fmt(fitness, se) -> str:
 
 def _print_summary(result: dict) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items() if v)
-    print(f"\ncandidates: {counts or 'none'}")
+    say(f"\ncandidates: {counts or 'none'}")
     for name, b in result["baselines"].items():
-        print(f"  baseline {name:<8} {_fmt(b['fitness'], b['fitness_se']) if b['status'] == 'done' else b['status']}")
+        say(f"  baseline {name:<8} {_fmt(b['fitness'], b['fitness_se']) if b['status'] == 'done' else b['status']}")
     best = result["best"]
     if best:
-        print(f"  best     #{best['id']} {best['name']}  {_fmt(best['fitness'], best['fitness_se'])}")
+        say(f"  best     #{best['id']} {best['name']}  {_fmt(best['fitness'], best['fitness_se'])}")
 
 
 def status(directory: str, top: int = 10) -> dict:
@@ -161,29 +170,29 @@ def _status(args) -> int:
         print(json.dumps(s, indent=2, default=str))
         return 0
     cfg = s["config"]
-    print(f"campaign {s['dir']}: proposer {cfg.get('proposer')}, task {cfg.get('task')}, "
+    say(f"campaign {s['dir']}: proposer {cfg.get('proposer')}, task {cfg.get('task')}, "
           f"seeds {cfg.get('seeds')}, beta {cfg.get('beta')}, fitness = mean {cfg.get('metric')}")
-    print("counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) +
+    say("counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) +
           f"  (of {cfg.get('candidates')} candidates)")
     if any(s["tokens"].values()):
-        print(f"tokens: {s['tokens']['prompt_tokens']} prompt, {s['tokens']['completion_tokens']} completion")
-    print(f"\n{'rank':>4} {'id':>4}  {'name':<32} {'fitness':>17}  {'kl':>8}")
+        say(f"tokens: {s['tokens']['prompt_tokens']} prompt, {s['tokens']['completion_tokens']} completion")
+    say(f"\n{'rank':>4} {'id':>4}  {'name':<32} {'fitness':>17}  {'kl':>8}")
     for i, r in enumerate(s["leaderboard"], 1):
         kl = f"{r['kl']:.3f}" if isinstance(r["kl"], (int, float)) else "-"
         tag = " (baseline)" if r["kind"] == "baseline" else ""
-        print(f"{i:>4} {r['id']:>4}  {(r['name'] + tag)[:32]:<32} {_fmt(r['fitness'], r['fitness_se']):>17}"
+        say(f"{i:>4} {r['id']:>4}  {(r['name'] + tag)[:32]:<32} {_fmt(r['fitness'], r['fitness_se']):>17}"
               f"  {kl:>8}")
     best = s["best"]
     if best:
-        print(f"\nbest candidate: #{best['id']} {best['name']}  {_fmt(best['fitness'], best['fitness_se'])}")
+        say(f"\nbest candidate: #{best['id']} {best['name']}  {_fmt(best['fitness'], best['fitness_se'])}")
         for name, b in s["baselines"].items():
             if b["fitness"] is not None:
-                print(f"  vs {name:<6} {_fmt(b['fitness'], b['fitness_se']):>17}   "
+                say(f"  vs {name:<6} {_fmt(b['fitness'], b['fitness_se']):>17}   "
                       f"difference {best['fitness'] - b['fitness']:+.4f}")
             else:
-                print(f"  vs {name:<6} ({b['status']})")
+                say(f"  vs {name:<6} ({b['status']})")
     for r in s["in_progress"]:
-        print(f"in progress: #{r['id']} {r['name']} ({r['status']})")
+        say(f"in progress: #{r['id']} {r['name']} ({r['status']})")
     return 0
 
 
@@ -200,47 +209,47 @@ def _show(args) -> int:
         print(json.dumps(row, indent=2, default=str))
         return 0
     folder = Path(args.dir) / row["folder"]
-    print(f"#{row['id']} {row['name']}  [{row['kind']}, {row['status']}, proposer {row['proposer']}]")
+    say(f"#{row['id']} {row['name']}  [{row['kind']}, {row['status']}, proposer {row['proposer']}]")
     if row["fitness"] is not None:
-        print(f"fitness: {_fmt(row['fitness'], row['fitness_se'])}")
+        say(f"fitness: {_fmt(row['fitness'], row['fitness_se'])}")
     if row["reason"]:
-        print(f"reason: {row['reason']}")
-    print(f"\nhypothesis:\n  {row['thought'] or '(none)'}")
-    print(f"\ncode:\n{row['code']}")
+        say(f"reason: {row['reason']}")
+    say(f"\nhypothesis:\n  {row['thought'] or '(none)'}")
+    say(f"\ncode:\n{row['code']}")
     checks = row["checks"] or {}
     if checks:
-        print("checks: " + ("valid" if checks.get("valid") else f"invalid ({checks.get('reason')})"))
+        say("checks: " + ("valid" if checks.get("valid") else f"invalid ({checks.get('reason')})"))
         listed = checks.get("checks") or {}
         if isinstance(listed, dict):  # {name: outcome} or [{"name", "passed", "reason"}, ...]
             listed = [{"name": k, "passed": v} for k, v in listed.items()]
         for c in listed:
             mark = "ok" if c.get("passed") in (True, None) else "FAILED"
-            print(f"  {c.get('name')}: {mark}" + (f" ({c['reason']})" if c.get("reason") else ""))
+            say(f"  {c.get('name')}: {mark}" + (f" ({c['reason']})" if c.get("reason") else ""))
         if checks.get("layers"):
-            print(f"  sandbox layers: {', '.join(checks['layers'])}")
+            say(f"  sandbox layers: {', '.join(checks['layers'])}")
         for w in checks.get("warnings") or []:
-            print(f"  warning: {w}")
+            say(f"  warning: {w}")
     inspection = row["inspection"] or {}
     summaries = sorted(folder.glob("inspection/*_summary.md"))
     if summaries:
-        print("\nsymbolic summary:\n" + "\n".join(
-            "  " + line for line in summaries[0].read_text().strip().splitlines()))
+        say("\nsymbolic summary:\n" + "\n".join(
+            "  " + line for line in summaries[0].read_text(errors="replace").strip().splitlines()))
     elif inspection.get("closed_form"):
-        print(f"\nsymbolic summary:\n  {json.dumps(inspection['closed_form'], default=str)}")
+        say(f"\nsymbolic summary:\n  {json.dumps(inspection['closed_form'], default=str)}")
     if inspection.get("skipped") or inspection.get("error"):
-        print(f"\ninspection: {inspection.get('skipped') or inspection.get('error')}")
+        say(f"\ninspection: {inspection.get('skipped') or inspection.get('error')}")
     plots = sorted(str(p) for p in folder.rglob("*.png"))
     if plots:
-        print("\nplots:\n" + "\n".join(f"  {p}" for p in plots))
+        say("\nplots:\n" + "\n".join(f"  {p}" for p in plots))
     metrics = row["metrics"] or {}
     if metrics.get("mean"):
-        print("\nmetrics (mean over seeds):")
+        say("\nmetrics (mean over seeds):")
         for k, v in metrics["mean"].items():
-            print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+            say(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
     if row["prompt_tokens"] is not None:
-        print(f"\ntokens: {row['prompt_tokens']} prompt, {row['completion_tokens']} completion")
+        say(f"\ntokens: {row['prompt_tokens']} prompt, {row['completion_tokens']} completion")
     timings = row["timings"] or {}
     if timings:
-        print("timings: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
-    print(f"\nfolder: {folder}")
+        say("timings: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    say(f"\nfolder: {folder}")
     return 0

@@ -12,20 +12,30 @@ errors of the last failures, each entry clipped, so the prompt stays bounded how
 archive grows. Rate limits (429), server errors (5xx), timeouts and dropped connections are retried
 with bounded exponential backoff here (the client's own retries are off, so the schedule is ours
 and testable); other HTTP errors stop the campaign with :class:`ProposerError`.
+
+The reply is untrusted text. The response body is read here, not by the client: undecodable bytes
+and lone surrogates become U+FFFD, and a body that is not JSON, a reply over
+:data:`~discovery.text.MAX_REPLY_CHARS` or one that cannot be handled for any other reason
+becomes a proposal with an ``error`` (an invalid row), never an exception. The reasons shown in
+the prompt pass :func:`discovery.feedback.safe_reason`, so text a candidate produced (an exception
+message, a forged sandbox verdict) never reaches the endpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import logging
 import os
 import time
 from urllib.parse import urlparse
 
 from discovery import prompts
+from discovery.feedback import safe_reason
 from discovery.parsing import ReplyError, parse_reply
 from discovery.proposers import Context, Entry, Proposal, ProposerError
+from discovery.text import MAX_CODE_CHARS, MAX_REPLY_CHARS, clean
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +106,9 @@ def baseline_code(e: Entry, beta: float) -> str:
 def render_prompt(context: Context, limits: PromptLimits) -> str:
     """The user prompt for ``context``; its length is bounded by ``limits``, not by the archive."""
     def entry(e: Entry, title: str) -> str:
+        reason = safe_reason(e.reason, e.code) if e.reason else ""
         status = _score(e) if e.status == "done" else \
-            f"status: {e.status}" + (f" ({clip(e.reason, limits.max_error_chars)})" if e.reason else "")
+            f"status: {e.status}" + (f" ({clip(reason, limits.max_error_chars)})" if reason else "")
         code = baseline_code(e, context.beta) if e.kind == "baseline" else e.code
         return prompts.render("entry", title=title, status_line=status,
                               thought=clip(e.thought, limits.max_thought_chars) or "(none given)",
@@ -117,7 +128,7 @@ def render_prompt(context: Context, limits: PromptLimits) -> str:
         recent=section(recent, lambda e: entry(e, f"#{e.id} {e.name}")),
         failures=section(failures, lambda e: prompts.render(
             "failure", title=f"#{e.id} {e.name}", status=e.status,
-            reason=clip(e.reason, limits.max_error_chars) or "(no reason recorded)",
+            reason=clip(safe_reason(e.reason, e.code), limits.max_error_chars) or "(no reason recorded)",
             code=clip(e.code, limits.max_code_chars // 2) or "(no code)")))
 
 
@@ -171,44 +182,73 @@ class LLMProposer:
             pass
         return max(0.0, min(delay, self.max_delay))
 
-    def _complete(self, messages):
+    def _complete(self, messages) -> bytes:
+        """The raw response body (read here, so that a malformed body cannot raise in the client)."""
         o = self._openai
         for attempt in range(self.max_retries + 1):
             try:
                 kwargs = {"max_tokens": self.max_tokens} if self.max_tokens else {}
-                return self._client.chat.completions.create(
+                raw = self._client.chat.completions.with_raw_response.create(
                     model=self.model, messages=messages, temperature=self.temperature, **kwargs)
+                return raw.http_response.content
             except (o.RateLimitError, o.APITimeoutError, o.APIConnectionError,
                     o.InternalServerError) as err:
                 what = type(err).__name__
                 if attempt == self.max_retries:
                     raise ProposerError(f"the endpoint failed {attempt + 1} times; last: {what}: "
-                                        f"{self._redact(str(err))[:300]}") from None
+                                        f"{self._redact(clean(err))[:300]}") from None
                 delay = self._retry_delay(err, attempt)
                 log.warning("proposer: %s, retrying in %.2fs (%d/%d)", what, delay, attempt + 1,
                             self.max_retries)
                 self._sleep(delay)
             except o.APIStatusError as err:
                 raise ProposerError(f"the endpoint refused the request (HTTP {err.status_code}): "
-                                    f"{self._redact(str(err))[:300]}") from None
+                                    f"{self._redact(clean(err))[:300]}") from None
 
     def propose(self, context: Context) -> Proposal:
         messages = self.messages(context)
-        response = self._complete(messages)
-        usage = getattr(response, "usage", None)
-        tokens = {"prompt_tokens": getattr(usage, "prompt_tokens", None),
-                  "completion_tokens": getattr(usage, "completion_tokens", None)}
+        body = self._complete(messages)
         prompt = "\n\n".join(f"## {m['role']}\n\n{m['content']}" for m in messages)
-        if not response.choices:
-            return Proposal(thought="", name="no_reply", code="", proposer=self.name,
-                            error="the endpoint returned no choices (an empty reply)",
-                            prompt=prompt, **tokens)
-        text = response.choices[0].message.content
         try:
-            parsed = parse_reply(text)
+            return self._proposal(body, prompt)
+        except Exception as err:  # noqa: BLE001 - a reply must never stop the campaign
+            return Proposal(thought="", name="unhandled_reply", code="", proposer=self.name,
+                            error=f"the reply could not be handled ({type(err).__name__})",
+                            reply=clean(body), prompt=prompt)
+
+    def _proposal(self, body: bytes, prompt: str) -> Proposal:
+        """The candidate in a response body, or a proposal whose ``error`` says what was wrong."""
+        def failed(name: str, error: str, reply: str | None = None, code: str = "", **tokens):
+            return Proposal(thought="", name=name, code=code, proposer=self.name, error=error,
+                            reply=reply, prompt=prompt, **tokens)
+
+        text = body.decode("utf-8", "replace")  # undecodable bytes become U+FFFD
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            where = f" at character {err.pos}" if isinstance(err, json.JSONDecodeError) else ""
+            return failed("malformed_response", f"the endpoint's response was not valid JSON{where}",
+                          reply=clean(text))
+        data = data if isinstance(data, dict) else {}
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        tokens = {k: usage[k] if isinstance(usage.get(k), int) and not isinstance(usage[k], bool)
+                  else None for k in ("prompt_tokens", "completion_tokens")}
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return failed("no_reply", "the endpoint returned no choices (an empty reply)", **tokens)
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        reply = message.get("content") if isinstance(message, dict) else None
+        if reply is not None and not isinstance(reply, str):
+            return failed("no_reply", "the reply's content was not text", **tokens)
+        reply = clean(reply) if reply is not None else None
+        if reply is not None and len(reply) > MAX_REPLY_CHARS:
+            return failed("oversized_reply", f"the reply is {len(reply)} characters long, over the "
+                          f"limit of {MAX_REPLY_CHARS} (the code may be at most {MAX_CODE_CHARS})",
+                          reply=reply, **tokens)
+        try:
+            parsed = parse_reply(reply)
         except ReplyError as err:
-            return Proposal(thought="", name="unparseable_reply", code=clip(text, 4000),
-                            proposer=self.name, error=f"the reply could not be parsed: {err}",
-                            reply=text, prompt=prompt, **tokens)
+            return failed("unparseable_reply", f"the reply could not be parsed: {err}", reply=reply,
+                          code=clip(reply, 4000), **tokens)
         return Proposal(thought=parsed.thought, name=parsed.name, code=parsed.code,
-                        proposer=self.name, reply=text, prompt=prompt, **tokens)
+                        proposer=self.name, reply=reply, prompt=prompt, **tokens)

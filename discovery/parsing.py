@@ -21,6 +21,16 @@ import re
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 DEF = re.compile(r"^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(", re.MULTILINE)
 MAX_NAME = 40
+MAX_DECODE_ATTEMPTS = 200  # '{' positions tried per chunk: a reply full of braces stays linear
+
+_ANSWER = "answer with one JSON object with the keys \"thought\", \"name\" and \"code\""
+EMPTY = f"the reply was empty; {_ANSWER}"
+NO_VALID_JSON = ("the reply contained no valid JSON object (check quotes, commas and escaping); "
+                 + _ANSWER)
+NO_CODE = "the JSON object had no \"code\" string; put the whole function definition in \"code\""
+NOTHING = f"no JSON object and no ```python block found; {_ANSWER}"
+NO_DEF = "the \"code\" value defines no function; it must contain one `def`"
+MESSAGES = (EMPTY, NO_VALID_JSON, NO_CODE, NOTHING, NO_DEF)  # every ReplyError's text
 
 
 class ReplyError(ValueError):
@@ -52,10 +62,12 @@ def _json_objects(text: str):
     """Every JSON object that decodes starting at some '{' in ``text``, in order."""
     decoder = json.JSONDecoder(strict=False)  # strict=False: raw newlines inside strings
     i = text.find("{")
-    while i != -1:
+    for _ in range(MAX_DECODE_ATTEMPTS):
+        if i == -1:
+            return
         try:
             obj, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: '[[[[...' nested too deep
             i = text.find("{", i + 1)
             continue
         if isinstance(obj, dict):
@@ -73,8 +85,7 @@ def _fields(obj: dict) -> tuple[str, str, str]:
 def parse_reply(text: str | None) -> Parsed:
     """Find the candidate in ``text`` or raise :class:`ReplyError` saying what was wrong."""
     if text is None or not text.strip():
-        raise ReplyError("the reply was empty; answer with one JSON object with the keys "
-                         "\"thought\", \"name\" and \"code\"")
+        raise ReplyError(EMPTY)
     fences = FENCE.findall(text)
     python_blocks = [body for lang, body in fences if lang.lower() in ("python", "py")]
     candidates = [body for lang, body in fences if lang.lower() in ("json", "")] + [text]
@@ -96,16 +107,12 @@ def parse_reply(text: str | None) -> Parsed:
             thought = " ".join(FENCE.sub(" ", text).split())[:2000]
     if not code:
         if found is None and "{" in text:
-            raise ReplyError("the reply contained no valid JSON object (check quotes, commas and "
-                             "escaping); answer with one JSON object with the keys \"thought\", "
-                             "\"name\" and \"code\"")
+            raise ReplyError(NO_VALID_JSON)
         if found is not None:
-            raise ReplyError("the JSON object had no \"code\" string; put the whole function "
-                             "definition in \"code\"")
-        raise ReplyError("no JSON object and no ```python block found; answer with one JSON "
-                         "object with the keys \"thought\", \"name\" and \"code\"")
+            raise ReplyError(NO_CODE)
+        raise ReplyError(NOTHING)
     if not DEF.search(code):
-        raise ReplyError("the \"code\" value defines no function; it must contain one `def`")
+        raise ReplyError(NO_DEF)
     if not name:
         m = DEF.search(code)
         name = m.group(1) if m else "candidate"

@@ -59,7 +59,13 @@ def _runner_kwargs(args) -> dict:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(_shown(message), file=sys.stderr, flush=True)
+
+
+def _shown(text: str) -> str:
+    """Text for the terminal with control characters made visible (failure reasons quote candidates)."""
+    from discovery.text import shown
+    return shown(text)
 
 
 def _common(p: argparse.ArgumentParser, *, seeds=True) -> None:
@@ -91,7 +97,7 @@ def cmd_compare(args) -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "comparison.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1) if args.json else format_table(table))
+    print(json.dumps(result, indent=1) if args.json else _shown(format_table(table)))
     return 0
 
 
@@ -108,9 +114,9 @@ def cmd_heldout(args) -> int:
                                   overrides=parse_overrides(args.overrides), runner=RUNNER, log=_log,
                                   n_boot=args.n_boot, **_runner_kwargs(args))
     except (HeldoutError, CampaignError) as err:
-        print(f"disco heldout: {err}", file=sys.stderr)
+        print(_shown(f"disco heldout: {err}"), file=sys.stderr)
         return 2
-    print(json.dumps(result.to_dict(), indent=1) if args.json else format_table(result.table))
+    print(json.dumps(result.to_dict(), indent=1) if args.json else _shown(format_table(result.table)))
     print(f"\nwrote {result.path}", file=sys.stderr)
     return 0
 
@@ -125,7 +131,7 @@ def cmd_sweep(args) -> int:
     result = sweep(objectives, betas=args.betas, seeds=args.seeds, task=args.task, out_dir=args.out,
                    overrides=parse_overrides(args.overrides), x=args.x, runner=RUNNER, log=_log,
                    **_runner_kwargs(args))
-    print(format_points(result["points"], x=args.x))
+    print(_shown(format_points(result["points"], x=args.x)))
     print(f"\nwrote {result['png']} and {result['json']}", file=sys.stderr)
     return 0
 

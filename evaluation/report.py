@@ -26,6 +26,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
+from discovery.text import shown
 from evaluation.campaign import Campaign, read_campaign
 from evaluation.frontier import FRONTIER_PNG, SWEEP_JSON
 from evaluation.heldout import HELDOUT_JSON
@@ -61,7 +62,9 @@ String(i.filter(function(x){return x.complete&&x.naturalWidth>0;}).length));});"
 
 
 def esc(x) -> str:
-    return html.escape("" if x is None else str(x))
+    """HTML-escaped, with control characters (ANSI escapes, bidi overrides) shown as ``\\x1b``:
+    the archive holds text a model and its candidates wrote."""
+    return html.escape(shown("" if x is None else str(x)))
 
 
 def num(x, digits: int = 4) -> str:

@@ -247,6 +247,25 @@ def _interval_around_zero(z: torch.Tensor, mask: torch.Tensor) -> tuple[float, f
     return float(z[lo]), float(z[hi])
 
 
+def _candidate_line(err: BaseException) -> int | None:
+    """The line of the candidate's source (compiled as ``<candidate>``) where ``err`` was raised."""
+    line, tb = None, err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<candidate>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _raised(name: str, err: Exception) -> CheckResult:
+    """A check that raised: the exception's type and message, and its line in the candidate (also
+    in ``details``, so that feedback can name the type and line without the candidate's text)."""
+    line = _candidate_line(err)
+    where = f" (at line {line} of the loss)" if line is not None else ""
+    return CheckResult(name, False, f"raised {type(err).__name__}: {str(err)[:500]}{where}",
+                       {"exception": type(err).__name__, "line": line})
+
+
 def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
     try:
         return fn()
@@ -255,9 +274,9 @@ def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
     except RuntimeError as err:
         if "can't allocate memory" in str(err):
             raise  # torch's allocator: the same, kind "memory"
-        return CheckResult(name, False, f"raised {type(err).__name__}: {str(err)[:500]}")
+        return _raised(name, err)
     except Exception as err:  # noqa: BLE001 - a check that raises is a failed check, with the reason
-        return CheckResult(name, False, f"raised {type(err).__name__}: {str(err)[:500]}")
+        return _raised(name, err)
 
 
 def run_checks(source: str, beta: float = 0.1) -> dict:

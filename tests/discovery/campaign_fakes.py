@@ -42,16 +42,37 @@ class Report:
         return dataclasses.asdict(self)
 
 
+def _raised(err: Exception) -> str:
+    """As objectives.checks words a check that raised: type, message, line in the candidate."""
+    line, tb = None, err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<candidate>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"raised {type(err).__name__}: {err}" + (f" (at line {line} of the loss)" if line else "")
+
+
 def validate(source: str, beta: float = 0.1, timeout: float = 20.0) -> Report:
+    """Reasons worded as objectives.validate words them (``<check>: <message>``)."""
     try:
         obj = _load(source)
+    except objectives.ObjectiveError as err:
+        return Report(False, f"screen: {err}", {"loads": False})
+    except Exception as err:  # noqa: BLE001
+        return Report(False, f"load: {_raised(err)}", {"loads": False})
+    try:
         values = obj.of_rho(GRID.clone(), beta)
     except Exception as err:  # noqa: BLE001
-        return Report(False, f"{type(err).__name__}: {err}", {"loads": False})
+        return Report(False, f"output: {_raised(err)}", {"loads": True})
     if values.shape != GRID.shape:
-        return Report(False, f"expected losses of shape [B], got {tuple(values.shape)}")
-    if not torch.isfinite(values).all():
-        return Report(False, "non-finite loss on margins in [-20, 20]", {"finite": False})
+        return Report(False, f"output: returned shape {list(values.shape)} for a batch of {len(GRID)}: "
+                      f"expected one loss per pair, shape [{len(GRID)}]")
+    bad = ~torch.isfinite(values)
+    if bad.any():
+        z = GRID[bad] * beta
+        return Report(False, f"finite: non-finite loss ({'nan' if values[bad].isnan().any() else 'inf'}) "
+                      f"for {int(bad.sum())} of {len(GRID)} margins, beta*rho from {float(z.min()):g} to "
+                      f"{float(z.max()):g} (float32)", {"finite": False})
     return Report(True, None, {"loads": True, "finite": True})
 
 
@@ -100,9 +121,13 @@ def train(objective, task="synthetic", beta=None, seed=0, out_dir=None, isolatio
     obj = _load(objective)
     if "FAIL_TRAINING" in (obj.source or ""):
         _mark(f"end {out_dir}")
-        return {"status": "failed", "reason": "loss became NaN at step 3", "steps": 3}
+        return {"status": "failed", "reason": "non-finite loss (nan) at step 3", "steps": 3}
     rho = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    obj.of_rho(rho, beta or 0.1).sum().backward()
+    try:
+        obj.of_rho(rho, beta or 0.1).sum().backward()
+    except Exception as err:  # noqa: BLE001 - as the runner reports an exception in the sandboxed job
+        _mark(f"end {out_dir}")
+        return {"status": "failed", "reason": f"sandbox error: {type(err).__name__}: {err}", "steps": 0}
     slope = -float(rho.grad[0])
     win = 0.5 + 0.3 * math.tanh(20 * slope) + 0.01 * ((seed * 7919) % 5 - 2)
     result = {"status": "done", "metrics": {"win_rate": win, "win_rate_se": 0.01, "kl": 0.1 + slope},

@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible chat endpoint on 127.0.0.1, for testing the real ``openai`` client.
 
 Each request to ``POST /v1/chat/completions`` takes the next step of the script (the last step
-repeats once the script is used up): a reply, an HTTP error, or a reply that comes too late. Every
+repeats once the script is used up): a reply, an HTTP error, a reply that comes too late, or a
+body of raw bytes (malformed JSON, invalid UTF-8). Every
 request body and header is kept in ``requests``. The server stops when its ``with`` block ends, or
 by itself after ``lifetime`` seconds, whichever comes first.
 """
@@ -28,6 +29,11 @@ def error(status: int, message: str = "error", headers: dict | None = None) -> d
             "headers": headers or {}}
 
 
+def raw(payload: bytes, status: int = 200) -> dict:
+    """A response whose body is these exact bytes (malformed JSON, invalid UTF-8, ...)."""
+    return {"status": status, "raw": payload}
+
+
 def slow(step: dict, seconds: float) -> dict:
     return {**step, "delay": seconds}
 
@@ -50,7 +56,7 @@ class FakeOpenAI:
                     fake.requests.append({"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
                     step = fake.script.pop(0) if len(fake.script) > 1 else fake.script[0]
                 time.sleep(step.get("delay", 0))
-                payload = json.dumps(step["body"]).encode()
+                payload = step["raw"] if "raw" in step else json.dumps(step["body"]).encode()
                 try:
                     self.send_response(step["status"])
                     self.send_header("content-type", "application/json")

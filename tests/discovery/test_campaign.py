@@ -64,7 +64,7 @@ def test_invalid_duplicate_and_failed_are_typed_outcomes(tmp_path):
     assert [r["status"] for r in rows] == ["invalid", "duplicate", "failed", "invalid"]
     assert "non-finite" in rows[0]["reason"]
     assert rows[1]["reason"] == "computes the same function as #1 dpo" and rows[1]["duplicate_of"] == 1
-    assert rows[2]["reason"] == "seed 0: loss became NaN at step 3" and rows[2]["fitness"] is None
+    assert rows[2]["reason"] == "seed 0: non-finite loss (nan) at step 3" and rows[2]["fitness"] is None
     assert "os" in rows[3]["reason"]
     assert all(r["finished_at"] for r in rows)
 

@@ -109,3 +109,16 @@ def test_sweep_has_one_point_per_objective_and_beta_and_leaves_failures_out(tmp_
     assert pts[("dpo", 0.5)]["kl"] == pytest.approx(4.0) and pts[("dpo", 0.5)]["n_failed"] == 1
     assert pts[("dpo", 0.5)]["failures"][0]["reason"].startswith("non-finite loss")
     assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_control_characters_in_the_archive_are_shown_as_escapes(tmp_path):
+    from discovery.archive import Archive
+    d = make_campaign(tmp_path / "c")
+    evil = "\x1b[2J\x1b]0;pwned\x07\x9b31m\u202e\x00\x7f"
+    with Archive.open(d) as a:
+        cid = a.add(kind="candidate", name="evil", code=f"def e(rho, beta):\n    return rho  # {evil}\n",
+                    thought=f"idea {evil}")
+        a.update(cid, status="failed", reason=f"raised ValueError: {evil}")
+    page = write_report(d).read_text()
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]", page)
+    assert "\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\u202e\\x00\\x7f" in page  # visible in the page
