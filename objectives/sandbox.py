@@ -14,23 +14,36 @@ runs, the child (as root, then not) sets up these layers; :func:`layers` and eve
 
 * ``process``: a fork per call, so nothing the code does (monkeypatching ``F.logsigmoid``,
   leaked state) reaches the next call; results come back as one JSON line on a pipe, never pickle.
-* ``rlimits``: address space (current + ``memory_mb``), CPU seconds, processes, file size, open
-  files, no core files. A wall-clock deadline is enforced from outside with SIGKILL.
+* ``rlimits``: address space (current + ``memory_mb`` minus the private tmpfs below, which hold
+  RAM outside RLIMIT_AS), CPU seconds, processes, file size, open files, no core files. A
+  wall-clock deadline is enforced from outside with SIGKILL, whatever the child writes on its pipe
+  (nothing, a never-ending line, a line nested too deeply to parse): every way out of reading the
+  answer ends in the same kill, reap and removal of the child's folder.
 * ``pidns``: the child is PID 1 of a new PID namespace, so killing it kills every process it made,
-  even ones that called setsid(); without it the child's process group is killed instead.
+  even ones that called setsid(); without it the child's process group is killed instead. The
+  parent-death signal (SIGKILL) is set again after the uid drop (which clears it), and the child
+  exits if the zygote died before that.
 * ``netns``: a new network namespace with no interface up: no network, not even loopback.
   ``ipcns``/``utsns``: System V IPC and host name are private too.
 * ``private-tmp``: a mount namespace where the world-writable places are closed: the host's /tmp
-  is visible read-only, the child's own folder in it is a private size-limited tmpfs, and
-  /var/tmp, /dev/shm, /run/lock are fresh tmpfs; all of it is gone when the child dies.
-  ``private-proc``: a /proc that shows only the sandbox's processes; ``private-root``: /root
-  replaced by a tmpfs that holds only the read-only Python installation (so the stdlib can be
-  imported and nothing else there is visible). ``writable=`` directories stay writable.
-* ``uid-drop``: uid/gid 65534 with no groups; the file system then protects everything root owns,
-  and RLIMIT_NPROC binds (it does not bind root).
+  (and anything mounted under it, such as other jobs' quota folders) is visible read-only, the
+  child's own folder in it is a private tmpfs of 64 MiB, and /var/tmp, /dev/shm, /run/lock are
+  fresh 8 MiB tmpfs; those 88 MiB count against ``memory_mb``, and all of it is gone when the
+  child dies. ``private-proc``: a /proc that shows only the sandbox's processes;
+  ``private-root``: /root replaced by a tmpfs that holds only the read-only Python installation
+  (so the stdlib can be imported and nothing else there is visible). ``writable=`` directories
+  stay writable; one made by :func:`shared_dir` with ``quota_mb`` is a tmpfs of that size in the
+  host's mount namespace, so a job cannot fill the host's disk through it.
+* ``uid-drop``: no groups and an unprivileged uid; the file system then protects everything root
+  owns, and RLIMIT_NPROC binds (it does not bind root). ``uid-per-job``: that uid (and gid) is
+  the child's own, 2,000,000,000 + its pid on the host, so no two live sandboxes share one, even
+  from different host processes; its folder and the ``writable=`` folders made for it (mode 0777
+  from :func:`shared_dir`) are handed to it with mode 0700, so no other job can read or enter
+  them, and handed back to root (0700) when it is gone. Without that layer the uid is 65534 for
+  every job, which then can read each other's files and share one RLIMIT_NPROC.
 * ``clean-env``: the zygote is started with a scrubbed environment (so even /proc/self/environ
   holds no secret) and the child empties ``os.environ``; the parent's OPENAI_API_KEY never
-  reaches it. As uid 65534 it cannot read other processes' /proc/<pid>/environ either.
+  reaches it. Unprivileged, it cannot read other processes' /proc/<pid>/environ either.
 * ``seccomp`` (if the ``pyseccomp`` package and libseccomp are present) with ``no-new-privs``:
   sockets, exec, ptrace, mount, namespaces, kernel keyrings, bpf and module loading fail with EPERM.
 
@@ -40,7 +53,9 @@ and timing side channels; the child's own answer, which is data it controls: cod
 the AST screen can forge whatever the child reports, a validation verdict included, so treat every
 result as untrusted data and compute fitness in a trusted process. The child inherits a copy of
 the zygote's memory, which holds no secret but may hold earlier requests (earlier candidates'
-code). Without root or namespaces (e.g. CI runners that forbid them) fewer layers run; the ones
+code). A quota folder's tmpfs is RAM the caller sizes, outside any job's ``memory_mb``; a uid is
+unique per live sandbox within this machine's PID namespace (containers that share uids but not
+PIDs could collide). Without root or namespaces (e.g. CI runners that forbid them) fewer layers run; the ones
 that did are reported, never assumed. The AST screen (:mod:`objectives.screen`) is a fast filter
 for useful error messages, not a boundary.
 """
@@ -64,8 +79,9 @@ import threading
 import time
 from pathlib import Path
 
-from objectives import lockdown
-from objectives.lockdown import CLONE_NEWPID, NOBODY, PR_SET_PDEATHSIG, libc
+from objectives import lockdown, shared_dirs
+from objectives.lockdown import CLONE_NEWPID, PR_SET_PDEATHSIG, libc
+from objectives.shared_dirs import SHARED_ROOT, quota_of, remove_shared, shared_dir  # noqa: F401 - the API
 
 KINDS = ("timeout", "memory", "crash", "error", "refused")
 MAX_RESULT_BYTES = 32 << 20  # a bigger answer is treated as a crash
@@ -75,9 +91,7 @@ REPO = str(Path(__file__).resolve().parents[1])
 # Layers not to set up: for tests of the fallback path a CI runner without namespaces would take.
 # Any of "pidns", "netns", "ipcns", "mountns" (private-tmp/-root/-proc), "seccomp".
 SKIP_LAYERS: frozenset[str] = frozenset()
-SHARED_ROOT = "/tmp"  # where the host keeps folders a child must see (visible there, read-only)
 HIDDEN = lockdown.PRIVATE_TMP + ("/root", "/proc")  # covered in the child's mount namespace
-
 
 
 class SandboxError(RuntimeError):
@@ -106,28 +120,17 @@ def call(target: str, *args, timeout: float = 10.0, memory_mb: int | None = 2048
     """Call ``target`` ("module.path:function", trusted code of this project) in an isolated child.
 
     ``args``/``kwargs`` and the return value must be JSON-serialisable. ``memory_mb`` is the
-    address space allowed on top of what the child starts with (None: no limit, e.g. for CUDA).
-    ``writable``: existing directories the child may write to besides its own temporary folder
-    (mode and parents must let uid 65534 in: make them with :func:`shared_dir`; paths handed to the
-    target in ``args`` must be absolute, since the child runs in its own folder). The target's module is
+    address space allowed on top of what the child starts with, the child's private tmpfs
+    (88 MiB) included (None: no limit, e.g. for CUDA). ``writable``: existing directories the child
+    may write to besides its own temporary folder: make them with :func:`shared_dir` (mode 0777,
+    under /tmp), which the child then owns until it is gone; a 0777 folder passed again needs a new
+    ``chmod(0o777)``, and one with another mode is shared as it is (e.g. read-only inputs). Paths
+    handed to the target in ``args`` must be absolute, since the child runs in its own folder. The target's module is
     imported in the warm worker: it must not run torch ops at import time (forks would hang). ``cold=True`` pays for a fresh ``python -c``
     process instead of forking the warm zygote (same limits; for benchmarks).
     """
     return run(target, *args, timeout=timeout, memory_mb=memory_mb, cold=cold, writable=writable,
                **kwargs).value
-
-
-def shared_dir(prefix: str, writable: bool = False) -> str:
-    """A fresh folder under :data:`SHARED_ROOT` that a child can see (and write, if ``writable``).
-
-    Made there whatever ``$TMPDIR`` says: a folder under /var/tmp or /dev/shm is covered by the
-    child's private tmpfs, one under /root by its private /root, one inside a 0700 folder is closed
-    to uid 65534. The path is absolute and symlink-free, so it names the same folder in the child
-    (which runs in its own folder). Mode 0777 when ``writable``, else 0755.
-    """
-    path = os.path.realpath(tempfile.mkdtemp(prefix=prefix, dir=SHARED_ROOT))
-    os.chmod(path, 0o777 if writable else 0o755)
-    return path
 
 
 def run(target: str, *args, timeout: float = 10.0, memory_mb: int | None = 2048, cold: bool = False,
@@ -163,6 +166,10 @@ def _request(target, args, kwargs, timeout, memory_mb, writable) -> bytes:
         raise SandboxError(f"target must be 'module.path:function', got {target!r}", "refused")
     if not timeout or timeout <= 0:
         raise SandboxError(f"timeout must be positive, got {timeout!r}", "refused")
+    least = lockdown.TMPFS_TOTAL_MB + lockdown.MIN_HEAP_MB
+    if memory_mb is not None and memory_mb < least:
+        raise SandboxError(f"memory_mb={memory_mb} is below {least} MiB: the child's private tmpfs take "
+                           f"{lockdown.TMPFS_TOTAL_MB} MiB of it", "refused")
     if isinstance(writable, str):
         writable = (writable,)
     for path in writable:
@@ -195,18 +202,27 @@ def _command(once: bool) -> list[str]:
     return [sys.executable, "-c", f"from objectives.sandbox import serve; serve(once={once})"]
 
 
+class _BadLine(ValueError):
+    """A whole line arrived but is no JSON object (invalid, or nested too deeply to parse)."""
+
+
 class _Lines:
-    """Newline-delimited JSON from a file descriptor, with deadlines and a size cap."""
+    """Newline-delimited JSON objects from a file descriptor, with deadlines and a size cap."""
 
     def __init__(self, fd: int, limit: int = MAX_RESULT_BYTES):
-        self.fd, self.limit, self.buf, self.eof = fd, limit, b"", False
+        self.fd, self.limit, self.buf, self.scanned, self.eof = fd, limit, bytearray(), 0, False
 
     def next(self, deadline: float | None = None) -> dict | None:
-        """The next JSON line; None at end of file; TimeoutError past ``deadline``."""
-        while b"\n" not in self.buf:
+        """The next JSON object; None at end of file; TimeoutError past ``deadline`` however the
+        bytes arrive; OverflowError past the size cap; :class:`_BadLine` for a line that is not
+        a JSON object."""
+        while (end := self.buf.find(b"\n", self.scanned)) < 0:
+            self.scanned = len(self.buf)
             if self.eof:
                 return None
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise TimeoutError
             poller = select.poll()
             poller.register(self.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
             if not poller.poll(None if wait is None else wait * 1000):
@@ -216,8 +232,18 @@ class _Lines:
             self.buf += chunk
             if len(self.buf) > self.limit:
                 raise OverflowError(f"more than {self.limit} bytes")
-        line, _, self.buf = self.buf.partition(b"\n")
-        return json.loads(line)
+        line = bytes(self.buf[:end])
+        del self.buf[:end + 1]
+        self.scanned = 0
+        try:
+            msg = json.loads(line)
+        except RecursionError:
+            raise _BadLine("a JSON line nested too deeply to parse") from None
+        except ValueError as err:
+            raise _BadLine(f"not JSON ({err})"[:200]) from None
+        if not isinstance(msg, dict):
+            raise _BadLine(f"a JSON {type(msg).__name__}, not an object")
+        return msg
 
 
 class _Pool:
@@ -235,6 +261,7 @@ class _Pool:
                                      env=_clean_env(), cwd=REPO, start_new_session=True, close_fds=True)
         self.owner = os.getpid()
         self.lines = _Lines(self.proc.stdout.fileno())
+        shared_dirs.sweep_once()  # folders and quota mounts left by killed zygotes and hosts
         try:
             hello = self.lines.next(time.monotonic() + 300)
         except (TimeoutError, ValueError, OverflowError):
@@ -259,7 +286,7 @@ class _Pool:
         with self.lock:
             if self.proc is None or self.proc.poll() is not None or self.owner != os.getpid():
                 self.start()
-            child = None
+            child, tmpdir = None, None
             try:
                 self.proc.stdin.write(request)
                 self.proc.stdin.flush()
@@ -270,24 +297,33 @@ class _Pool:
                     if msg is None:
                         raise EOFError
                     if "started" in msg:
-                        child = int(msg["started"])
+                        child, tmpdir = int(msg["started"]), str(msg.get("tmpdir") or "")
                         continue
                     return msg
-            except (TimeoutError, EOFError, OSError, ValueError, OverflowError) as err:
-                proc, self.proc = self.proc, None
-                for pid in (child, proc.pid):
-                    if pid:
-                        _kill_group(pid)
-                proc.wait()
-                for stream in (proc.stdin, proc.stdout):
-                    try:
-                        stream.close()
-                    except OSError:
-                        pass
-                hung = isinstance(err, TimeoutError)
-                raise SandboxError(f"the sandbox worker {'stopped answering' if hung else 'died'} "
-                                   f"({type(err).__name__}); it will be restarted",
-                                   "timeout" if hung else "crash") from None
+            except _BadLine as err:
+                if child is not None:  # the answer itself: the stream is still in step
+                    return {"ok": False, "kind": "crash", "reason": f"the sandbox's answer could not be read: {err}"}
+                self._drop_worker(err, child, tmpdir)
+            except Exception as err:  # noqa: BLE001 - whatever went wrong, the worker is replaced
+                self._drop_worker(err, child, tmpdir)
+
+    def _drop_worker(self, err: Exception, child: int | None, tmpdir: str | None) -> None:
+        """Kill the zygote (and its running child) after a protocol failure; raise SandboxError."""
+        proc, self.proc = self.proc, None
+        for pid in (child, proc.pid):
+            if pid:
+                _kill_group(pid)
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if tmpdir and os.path.dirname(tmpdir) == "/tmp" and os.path.basename(tmpdir).startswith("disco-sbx-"):
+            shutil.rmtree(tmpdir, ignore_errors=True)  # the child's folder, which the zygote did not remove
+        hung = isinstance(err, TimeoutError)
+        raise SandboxError(f"the sandbox worker {'stopped answering' if hung else 'died'} "
+                           f"({type(err).__name__}); it will be restarted", "timeout" if hung else "crash") from None
 
 
 def _cold(request: bytes, timeout: float) -> dict:
@@ -299,14 +335,18 @@ def _cold(request: bytes, timeout: float) -> dict:
         _kill_group(proc.pid)
         proc.communicate()
         raise SandboxError("the cold sandbox process did not finish", "timeout") from None
+    unread = ""
     for line in reversed(out.splitlines()):
         try:
             msg = json.loads(line)
+        except RecursionError:
+            unread = " it could read (a line nested too deeply)"
+            continue
         except ValueError:
             continue
         if isinstance(msg, dict) and "ok" in msg:
             return msg
-    raise SandboxError(f"the cold sandbox process exited with {proc.returncode} and no answer", "crash")
+    raise SandboxError(f"the cold sandbox process exited with {proc.returncode} and no answer{unread}", "crash")
 
 
 def _kill_group(pid: int) -> None:
@@ -335,6 +375,7 @@ def serve(once: bool = False) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - optional (pyseccomp without libseccomp raises OSError)
             pass
+    lockdown._passwd_max()  # read once here, inherited by every child
     gc.collect()
     gc.freeze()  # the preloaded heap is never scanned again, here or in a child (copy-on-write)
     pidns = None
@@ -343,6 +384,9 @@ def serve(once: bool = False) -> None:
             pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
         except OSError:
             pass
+        if pidns is not None and libc.setns(pidns, CLONE_NEWPID) != 0:  # root in a user namespace:
+            os.close(pidns)  # no way back from a new PID namespace, so no such layer
+            pidns = None
     _send(proto_out, {"ready": True, "pid": os.getpid()})
     requests = _Lines(proto_in, limit=1 << 30)
     while True:
@@ -353,15 +397,27 @@ def serve(once: bool = False) -> None:
             answer = _handle(request, proto_out, pidns)
         except Exception as err:  # noqa: BLE001 - the zygote must answer, whatever happened
             answer = {"ok": False, "kind": "crash", "reason": f"sandbox worker: {type(err).__name__}: {err}"}
-        _send(proto_out, answer)
+        try:
+            data = _encode(answer)
+        except (TypeError, ValueError, RecursionError) as err:  # e.g. a value nested too deeply
+            data = _encode({"ok": False, "kind": "crash", "layers": answer.get("layers") or [],
+                            "reason": f"the child's answer could not be passed on ({type(err).__name__})"})
+        _write(proto_out, data)
         if once:
             return
 
 
-def _send(fd: int, message: dict) -> None:
-    data = json.dumps(message).encode() + b"\n"
+def _encode(message: dict) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def _write(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data):]
+
+
+def _send(fd: int, message: dict) -> None:
+    _write(fd, _encode(message))
 
 
 def _resolve(target: str, path: list[str]):
@@ -388,43 +444,54 @@ def _handle(request: dict, out: int, pidns: int | None) -> dict:
         return {"ok": False, "kind": "refused",
                 "reason": f"cannot import target {request.get('target')!r}: {type(err).__name__}: {err}"}
     timeout = float(request["timeout"])
-    read_end, write_end = os.pipe()
+    writable = [str(p) for p in request.get("writable") or []]
     skip = set(request.get("skip") or ())
-    new_pidns = pidns is not None and "pidns" not in skip and libc.unshare(CLONE_NEWPID) == 0
+    # named and removed here; the pid in the name lets a later sweep remove it if this zygote is killed
+    tmpdir = tempfile.mkdtemp(prefix=f"disco-sbx-{os.getpid()}-", dir="/tmp")
+    pid, status, fds, hello, result, failure = None, 0, list(os.pipe()), {}, None, None
     try:
-        pid = os.fork()
-        if pid == 0:  # the child never returns from here
+        read_end, write_end = fds
+        new_pidns = pidns is not None and "pidns" not in skip and libc.unshare(CLONE_NEWPID) == 0
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child never returns from here
+                try:
+                    os.close(read_end)
+                    _child(fn, request, write_end, tmpdir)
+                finally:
+                    os._exit(70)
+        finally:
+            if new_pidns and libc.setns(pidns, CLONE_NEWPID) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace failed")
+        os.close(fds.pop())
+        _send(out, {"started": pid, "tmpdir": tmpdir})
+        lines, deadline = _Lines(read_end), time.monotonic() + timeout
+        try:
+            hello = lines.next(deadline)
+            if hello is not None and "ok" not in hello:
+                result = lines.next(deadline)
+            else:
+                hello, result = {}, hello  # setup failed before the hello
+        except TimeoutError:
+            killed = "its PID namespace" if new_pidns else "its process group"
+            failure = ("timeout", f"no result within the wall-clock limit of {timeout:g} s; "
+                                  f"the child and {killed} were killed")
+        except Exception as err:  # noqa: BLE001 - whatever the child wrote, it ends in the kill below
+            why = str(err) if isinstance(err, _BadLine) else f"{type(err).__name__}: {err}"
+            failure = ("crash", f"the child's answer could not be read: {why}"[:300])
+    finally:  # every way out: kill, reap, hand folders back, remove the child's folder
+        if pid:
+            _kill_group(pid)  # before reaping, so the pid cannot have been reused
             try:
-                os.close(read_end)
-                _child(fn, request, write_end)
-            finally:
-                os._exit(70)
-    finally:
-        if new_pidns and libc.setns(pidns, CLONE_NEWPID) != 0:
-            raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace failed")
-    os.close(write_end)
-    _send(out, {"started": pid})
-    lines, hello, result, failure = _Lines(read_end), None, None, None
-    deadline = time.monotonic() + timeout
-    try:
-        hello = lines.next(deadline)
-        if hello is not None and "ok" not in hello:
-            result = lines.next(deadline)
-        else:
-            hello, result = None, hello  # setup failed before the hello
-    except TimeoutError:
-        killed = "its PID namespace" if new_pidns else "its process group"
-        failure = ("timeout", f"no result within the wall-clock limit of {timeout:g} s; "
-                              f"the child and {killed} were killed")
-    except (OverflowError, ValueError) as err:
-        failure = ("crash", f"the child's answer was not one JSON line ({type(err).__name__})")
-    _kill_group(pid)  # before reaping, so the pid cannot have been reused
-    _, status = os.waitpid(pid, 0)
-    os.close(read_end)
-    hello = hello or {}
-    tmpdir = str(hello.get("tmpdir") or "")
-    if tmpdir.startswith("/tmp/disco-sbx-") and "/" not in tmpdir[5:]:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            uid = hello.get("uid") if isinstance(hello, dict) else None
+            lockdown.give_back(writable, uid if isinstance(uid, int) else lockdown.job_uid(pid))
+        for fd in fds:
+            os.close(fd)
         shutil.rmtree(tmpdir, ignore_errors=True)
+    hello = hello or {}
     answer = {"layers": hello.get("layers") or [], "seconds": time.perf_counter() - start}
     if failure is None and isinstance(result, dict) and "ok" in result:
         return {**result, **answer}
@@ -449,9 +516,11 @@ def _classify_exit(status: int, timeout: float) -> tuple[str, str]:
 
 # -- the child ------------------------------------------------------------------------------------
 
-def _child(fn, request: dict, out: int) -> None:
-    """Lock this forked process down, then call ``fn``; write the hello line and the result line."""
+def _child(fn, request: dict, out: int, tmpdir: str) -> None:
+    """Lock this forked process down in ``tmpdir`` (made by the zygote), then call ``fn``; write
+    the hello line and the result line on ``out``."""
     layers = ["process"]
+    ppid = os.getppid()  # 0 as PID 1 of a new PID namespace: drop() then asks the result pipe
     os.setsid()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     null = os.open(os.devnull, os.O_RDWR)
@@ -462,28 +531,27 @@ def _child(fn, request: dict, out: int) -> None:
     root = os.geteuid() == 0
     timeout, memory_mb = float(request["timeout"]), request.get("memory_mb")
     skip = set(request.get("skip") or ())
+    uid = None
     try:
         if os.getpid() == 1:
             layers.append("pidns")
-        tmpdir = tempfile.mkdtemp(prefix="disco-sbx-", dir="/tmp")  # the zygote removes it
         if root:
-            layers += lockdown.namespaces(tmpdir, request.get("writable") or [], skip)
-            os.chown(tmpdir, NOBODY, NOBODY)
+            uid = lockdown.job_uid(lockdown.host_pid())  # read before the private /proc hides it
+            writable = request.get("writable") or []
+            mine = [p for p in writable if lockdown.handed_over(p)]
+            layers += lockdown.namespaces(tmpdir, writable, skip)
+            uid = lockdown.take_over([tmpdir, *mine], uid)
         os.chdir(tmpdir)
         os.umask(0o077)
         os.environ.clear()
         os.environ.update({"HOME": tmpdir, "TMPDIR": tmpdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
         tempfile.tempdir = tmpdir
         layers.append("clean-env")
-        lockdown.limits(timeout, memory_mb)
+        lockdown.limits(timeout, memory_mb, lockdown.TMPFS_TOTAL_MB if "private-tmp" in layers else 0)
         layers.append("rlimits")
         if root:
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-            if os.getuid() != NOBODY or os.geteuid() != NOBODY:
-                raise OSError("uid drop did not take")
-            layers.append("uid-drop")
+            lockdown.drop(uid, out, ppid)
+            layers += ["uid-drop"] + (["uid-per-job"] if uid != lockdown.NOBODY else [])
         layers += [] if "seccomp" in skip else lockdown.seccomp()
         torch = sys.modules.get("torch")
         if torch is not None:
@@ -491,7 +559,7 @@ def _child(fn, request: dict, out: int) -> None:
     except BaseException as err:  # noqa: BLE001 - refuse to run anything half-isolated
         _send(out, {"ok": False, "kind": "crash", "reason": f"sandbox setup failed: {type(err).__name__}: {err}"})
         os._exit(0)
-    _send(out, {"layers": layers, "tmpdir": tmpdir})
+    _send(out, {"layers": layers, "tmpdir": tmpdir, "uid": uid})
     # -- from here on, untrusted code may run --
     try:
         value = fn(*request["args"], **request["kwargs"])

@@ -89,6 +89,14 @@ def run_shell() -> str:
         return f"{type(err).__name__}: {err}"
 
 
+def exec_true() -> str:
+    """exec in this very process (no fork, so RLIMIT_NPROC cannot be what stops it)."""
+    try:
+        os.execv("/bin/true", ["true"])
+    except OSError as err:
+        return f"{type(err).__name__}: {err}"
+
+
 def sleep_forever() -> None:
     while True:
         time.sleep(1)
@@ -148,3 +156,99 @@ def import_late(name: str) -> str:
     """Import a module only now, after the uid drop (as transformers does with its model classes)."""
     import importlib
     return importlib.import_module(name).VALUE
+
+
+# -- for tests/objectives/test_sandbox_review.py ------------------------------------------------
+
+def _name_and_mark(name: str, marker_dir: str | None) -> None:
+    """Carry ``name`` as this process's name; leave the folder we run in as ``marker_dir``/cwd.txt."""
+    ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+    if marker_dir:
+        with open(os.path.join(marker_dir, "cwd.txt"), "w") as f:
+            f.write(os.getcwd())
+
+
+def _result_fd() -> int:
+    """The pipe the sandbox reads our answer from: the only FIFO left open in the child."""
+    import stat
+    for fd in range(3, 1024):
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return fd
+        except OSError:
+            pass
+    raise RuntimeError("no result pipe found")
+
+
+def write_raw_then_sleep(kind: str, name: str, marker_dir: str | None, seconds: float) -> None:
+    """Write something hostile straight onto the result pipe, then linger."""
+    _name_and_mark(name, marker_dir)
+    fd = _result_fd()
+    if kind == "nested":
+        data = b"[" * 100_000 + b"\n"
+        while data:
+            data = data[os.write(fd, data):]
+    elif kind == "flood":  # a line that never ends
+        while True:
+            os.write(fd, b"[" * 65536)
+    elif kind == "dribble":  # a byte at a time, never a newline
+        while True:
+            os.write(fd, b" ")
+            time.sleep(0.002)
+    time.sleep(seconds)
+
+
+def nested_value(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def pdeathsig() -> int:
+    sig = ctypes.c_int(-1)
+    ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+    return sig.value
+
+
+def named_sleep(name: str, seconds: float) -> None:
+    _name_and_mark(name, None)
+    time.sleep(seconds)
+
+
+def hold_secret(folder: str, go: str, seconds: float) -> dict:
+    """Job A: write a 0600 file in our own folder, then wait (up to ``seconds``) for ``go``."""
+    path = os.path.join(folder, "secret.txt")
+    with open(path, "w") as f:
+        f.write("job A's secret")
+    end = time.monotonic() + seconds
+    while not os.path.exists(go) and time.monotonic() < end:
+        time.sleep(0.05)
+    return {"uid": os.getuid(), "mode": oct(os.stat(path).st_mode & 0o777), "saw_go": os.path.exists(go)}
+
+
+def read_file(path: str) -> dict:
+    """Job B: try to read someone else's file."""
+    try:
+        with open(path) as f:
+            return {"uid": os.getuid(), "read": f.read()}
+    except OSError as err:
+        return {"uid": os.getuid(), "error": type(err).__name__}
+
+
+def write_megabytes(folder: str, n: int) -> list[str]:
+    """Write ``n`` files of 1 MiB into ``folder``; what happened to each."""
+    done = []
+    for i in range(n):
+        try:
+            with open(os.path.join(folder, f"block{i}.bin"), "wb") as f:
+                f.write(b"\1" * (1 << 20))
+            done.append("written")
+        except OSError as err:
+            done.append(f"{type(err).__name__}: {err}")
+    return done
+
+
+def allocate_mib(mib: int) -> int:
+    block = bytearray(mib << 20)
+    return len(block)
