@@ -88,7 +88,7 @@ def namespaces(tmpdir: str, writable: list[str], skip: set[str]) -> list[str]:
     _mount("/tmp", "/tmp", None, MS_BIND | MS_REC)
     _mount("none", "/tmp", None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
     for point, options in submounts("/tmp"):  # e.g. other jobs' quota folders: read-only too
-        keep = sum(bit for name, bit in _KEPT_FLAGS.items() if name in options)
+        keep = sum(bit for name, bit in _KEPT_FLAGS.items() if name in options.split(","))
         _mount("none", point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags | keep)
     _mount("tmpfs", tmpdir, "tmpfs", flags, f"size={TMPDIR_MB}m,mode=0700")
     for place in PRIVATE_TMP:
@@ -191,7 +191,9 @@ def seccomp() -> list[str]:
     return ["seccomp", "no-new-privs"]
 
 
-_KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+# kept on a read-only remount (in a user namespace they may be locked, and dropping one fails)
+_KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1 << 10,
+               "nodiratime": 1 << 11, "relatime": 1 << 21}
 
 
 def mounts() -> list[tuple[str, str, str, str]]:
@@ -266,8 +268,8 @@ def handed_over(path: str) -> bool:
     sticky bit, so never /tmp or /dev/shm) and owned by this (root) process, as
     :func:`objectives.shared_dirs.shared_dir` makes it. Others (e.g. a 0755 inputs folder) stay as
     they are."""
-    st = os.stat(path)
-    return stat.S_IMODE(st.st_mode) == 0o777 and st.st_uid == os.geteuid()
+    st = os.lstat(path)
+    return stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o777 and st.st_uid == os.geteuid()
 
 
 def take_over(paths: list[str], uid: int) -> int:
@@ -276,7 +278,7 @@ def take_over(paths: list[str], uid: int) -> int:
     ``uid`` does not exist in this user namespace (chown fails with EINVAL)."""
     for path in paths:
         try:
-            os.chown(path, uid, uid)
+            os.chown(path, uid, uid, follow_symlinks=False)
         except OSError as err:
             if err.errno != errno.EINVAL or uid == NOBODY:
                 raise
@@ -292,8 +294,9 @@ def give_back(paths: list[str], uid: int) -> None:
         return
     for path in paths:
         try:
-            if os.stat(path).st_uid == uid:
-                os.chown(path, os.geteuid(), os.getegid())
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:
+                os.chown(path, os.geteuid(), os.getegid(), follow_symlinks=False)
                 os.chmod(path, 0o700)
         except OSError:
             pass
