@@ -45,6 +45,36 @@ class Campaign:
     def metric(self) -> str:
         return str(find_key(self.config, ("metric", "fitness_metric")) or "win_rate")
 
+    @property
+    def proposer(self) -> str:
+        """Who wrote the candidates, as a reader needs it: ``offline (evolve)`` for the offline
+        proposer (whose config still carries the unused default ``model`` field), the model name
+        and endpoint for ``openai``, else the proposer's name."""
+        name = self.config.get("proposer")
+        if name == "evolve":
+            return "offline (evolve)"
+        if name == "openai":
+            where = self.config.get("base_url") or "api.openai.com"
+            return f"{self.config.get('model') or '?'} (OpenAI-compatible endpoint {where})"
+        return str(name) if name else "not recorded"
+
+
+def metric_means(row: dict) -> dict:
+    """A row's metrics averaged over its finished seeds: ``metrics["mean"]`` as
+    discovery.training.summarise stores it (a flat dict, as older archives hold, is taken as is)."""
+    m = row.get("metrics") or {}
+    if not isinstance(m, dict):
+        return {}
+    return m["mean"] if isinstance(m.get("mean"), dict) else {k: v for k, v in m.items() if k != "per_seed"}
+
+
+def seeds_done(row: dict) -> int | None:
+    """How many training seeds finished for ``row`` (from ``metrics["per_seed"]``), None if unknown."""
+    per_seed = (row.get("metrics") or {}).get("per_seed") if isinstance(row.get("metrics"), dict) else None
+    if not isinstance(per_seed, list):
+        return None
+    return sum(1 for p in per_seed if isinstance(p, dict) and p.get("status") == "done")
+
 
 class CampaignError(ValueError):
     """DIR holds no readable campaign."""

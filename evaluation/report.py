@@ -6,11 +6,18 @@ inline, and one inline script only marks ``<body data-images=N data-images-decod
 missing:
 
 1. the campaign's resolved config and status counts;
-2. the leaderboard (candidates and baselines by fitness) and the rows that failed, with reasons;
-3. fitness over the campaign (a plot drawn here from the archive);
+2. the leaderboard (candidates and baselines by fitness, with the fitness interval and what it is,
+   the number of seeds, and reward and KL averaged over seeds) and the rows that failed, with reasons;
+3. fitness over the campaign (a plot drawn here from the archive, by archive row id as ``disco
+   status`` prints it, with ±1 se bars);
 4. held-out comparison (``DIR/heldout.json``) and any ``disco compare`` result (``DIR/comparison.json``);
 5. the reward/KL frontier of a beta sweep (``DIR/frontier.png``, or drawn from ``DIR/sweep.json``);
-6. every candidate: hypothesis, code, symbolic summary and plots from its folder.
+6. every candidate: hypothesis, code, symbolic summary and plots from its folder;
+7. the metrics glossary (:mod:`inner_loop.glossary`, also the column headers' tooltips).
+
+Tables fit the page: long text in cells wraps (``overflow-wrap:anywhere``; headers only between words),
+numbers break only at spaces,
+and each table sits in an ``overflow-x:auto`` box as a last resort for narrow windows.
 
 Everything is read through :mod:`evaluation.campaign` and the JSON files the other commands write.
 """
@@ -27,13 +34,14 @@ from pathlib import Path
 from typing import Callable
 
 from discovery.text import shown
-from evaluation.campaign import Campaign, read_campaign
+from evaluation.campaign import Campaign, metric_means, read_campaign, seeds_done
 from evaluation.frontier import FRONTIER_PNG, SWEEP_JSON
 from evaluation.heldout import HELDOUT_JSON
+from inner_loop.glossary import GLOSSARY, TRL_NOTE, define
 
 COMPARISON_JSON = "comparison.json"
 REPORT_HTML = "report.html"
-METRIC_COLUMNS = ("win_rate", "reward", "kl")
+METRIC_COLUMNS = ("win_rate", "reward", "kl")  # means over seeds; the fitness metric itself is not repeated
 MAX_IMAGES_PER_CANDIDATE = 6
 
 CSS = """
@@ -41,9 +49,13 @@ body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#
 margin:0 auto;padding:24px 28px 64px;background:#fff}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 8px;padding-bottom:4px;border-bottom:2px solid #e3e7ec}
 h3{font-size:16px;margin:22px 0 6px}.muted{color:#66707a}.small{font-size:13px}
-table{border-collapse:collapse;margin:8px 0 12px;font-size:14px}
-th,td{border:1px solid #d9dee3;padding:4px 9px;text-align:left;vertical-align:top}
-th{background:#f3f5f7;font-weight:600}td.num{font-family:ui-monospace,Menlo,Consolas,monospace;text-align:right;white-space:nowrap}
+.tablebox{max-width:100%;overflow-x:auto;margin:8px 0 12px}
+table{border-collapse:collapse;font-size:14px;max-width:100%}
+th,td{border:1px solid #d9dee3;padding:4px 9px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f3f5f7;font-weight:600;overflow-wrap:normal}th[title]{cursor:help;text-decoration:underline dotted #9aa4ae}
+td.num{font-family:ui-monospace,Menlo,Consolas,monospace;text-align:right;overflow-wrap:normal}
+dl.glossary dt{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;margin-top:6px}
+dl.glossary dd{margin:0 0 0 18px}
 tr.baseline td{background:#f7f9fc;color:#3c4650}
 .better{background:#e3f4e6!important}.worse{background:#fbe6e6!important}
 .badge{display:inline-block;font-size:11px;padding:1px 6px;border-radius:8px;background:#e3e7ec;margin-left:4px}
@@ -77,6 +89,44 @@ def img_tag(png: bytes, alt: str, caption: str = "") -> str:
     return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
 
 
+def boxed(inner: str, **attrs) -> str:
+    """A table in a box that scrolls sideways only if the page is narrower than the table can wrap to."""
+    extra = "".join(f' {k}="{esc(v)}"' for k, v in attrs.items())
+    return f"<div class='tablebox'><table{extra}>{inner}</table></div>"
+
+
+def th(key: str, label: str | None = None, note: str = "") -> str:
+    """A column header whose tooltip is the glossary's definition of ``key``."""
+    title = " ".join(x for x in (define(key), note) if x)
+    return f'<th title="{esc(title)}">{esc(label or key)}</th>' if title else f"<th>{esc(label or key)}</th>"
+
+
+def pm(mean, se, digits: int = 4) -> str:
+    """``mean ± se``, kept on one line (a table may still wrap between cells' words elsewhere)."""
+    return num(mean, digits) + (f"&nbsp;±&nbsp;{num(se, digits)}" if isinstance(se, (int, float)) and math.isfinite(se) else "")
+
+
+def n_seeds(c: Campaign, row: dict) -> int | None:
+    """Seeds behind ``row``'s fitness: its finished seeds, or the campaign's seed count for older archives."""
+    n = seeds_done(row)
+    if n is None and row.get("status") == "done":
+        seeds = c.config.get("seeds")
+        n = len(seeds) if isinstance(seeds, (list, tuple)) else None
+    return n
+
+
+def interval_words(c: Campaign, row: dict) -> str:
+    """What the ± after ``row``'s fitness is (discovery.seams.mean_metric's definition)."""
+    if c.config.get("fitness", "mean_metric") != "mean_metric":
+        return f"± the standard error that the fitness function {c.config['fitness']!r} reported"
+    n = n_seeds(c, row)
+    if n is None:
+        return "± standard error (number of seeds not recorded)"
+    if n > 1:
+        return f"mean ± standard error over {n} seeds"
+    return f"one seed: ± that seed's within-seed evaluation SE ({c.metric}_se, over held-out prompts)"
+
+
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
@@ -87,84 +137,121 @@ def _read_json(path: Path):
 # -- sections ------------------------------------------------------------------------------------
 
 def config_section(c: Campaign) -> str:
-    keys = ("task", "seeds", "beta", "metric", "fitness", "proposer", "model", "candidates", "overrides", "train_overrides", "isolation")
-    rows = "".join(f"<tr><th>{esc(k)}</th><td><code>{esc(json.dumps(c.config[k]))}</code></td></tr>"
-                   for k in keys if k in c.config)
+    keys = ("task", "seeds", "beta", "metric", "fitness", "candidates", "overrides", "train_overrides", "isolation")
+    # the proposer as a reader needs it: "model" is a field of every config, used only by "openai"
+    rows = f"<tr><th>proposer</th><td>{esc(c.proposer)}</td></tr>" + "".join(
+        f"<tr><th>{esc(k)}</th><td><code>{esc(json.dumps(c.config[k]))}</code></td></tr>" for k in keys if k in c.config)
     counts: dict[str, int] = {}
     for r in c.candidates():
         counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no candidates yet"
     return (f"<h2>Campaign</h2><p>{len(c.candidates())} candidates: {esc(status)}; "
-            f"{len(c.baselines())} baselines.</p><table>{rows}</table>")
+            f"{len(c.baselines())} baselines.</p>" + boxed(rows))
+
+
+def metric_columns(c: Campaign) -> list[str]:
+    """The per-seed metrics the leaderboard averages (the fitness metric is the fitness column)."""
+    return [m for m in METRIC_COLUMNS if m != c.metric and any(
+        isinstance(metric_means(r).get(m), (int, float)) for r in c.rows)]
 
 
 def leaderboard_section(c: Campaign) -> str:
     metric = c.metric
-    cols = [m for m in METRIC_COLUMNS if any(isinstance((r.get("metrics") or {}).get(m), (int, float))
-                                              for r in c.rows)]
-    head = "".join(f"<th>{esc(m)}</th>" for m in cols)
-    body = []
+    cols = metric_columns(c)
+    head = "".join(th(m, note="(mean over the row's finished seeds)") for m in cols)
+    body, kinds = [], set()
     for rank, r in enumerate(c.leaderboard(), 1):
-        m = r.get("metrics") or {}
+        m = metric_means(r)
         base = r.get("kind") == "baseline"
-        se = r.get("fitness_se")
+        n = n_seeds(c, r)
+        kinds.add("many" if (n or 0) > 1 else "one" if n == 1 else "?")
         cells = "".join(f'<td class="num">{num(m.get(k))}</td>' for k in cols)
         body.append(f'<tr class="{"baseline" if base else ""}"><td class="num">{rank}</td><td class="num">{r["id"]}</td>'
                     f'<td>{esc(r["name"])}{"<span class=badge>baseline</span>" if base else ""}</td>'
-                    f'<td class="num">{num(r["fitness"])}{" ± " + num(se) if isinstance(se, (int, float)) else ""}</td>'
-                    f"{cells}</tr>")
+                    f'<td class="num" title="{esc(interval_words(c, r))}">{pm(r["fitness"], r.get("fitness_se"))}</td>'
+                    f'<td class="num">{n if n is not None else "—"}</td>{cells}</tr>')
+    what = []
+    if "many" in kinds:
+        what.append("with several seeds, fitness is the mean over seeds ± its standard error across seeds")
+    if "one" in kinds:
+        what.append(f"with one seed, the ± is that seed's within-seed evaluation SE ({esc(metric)}_se, over "
+                    "held-out prompts), which says nothing about seed-to-seed variation")
     out = [f"<h2>Leaderboard</h2><p class='muted small'>Fitness = the campaign's {esc(metric)} on the search "
-           "settings (in-sample: the best of many is flattered; see the held-out comparison).</p>"]
+           "settings (in-sample: the best of many is flattered; see the held-out comparison); "
+           + "; ".join(what or ["± is the fitness function's standard error"])
+           + ". <i>seeds</i>: finished training seeds; the other columns are means over them. "
+           "<i>id</i> is the archive row id, as <code>disco status</code> and <code>disco show</code> use it.</p>"]
     if body:
-        out.append(f"<table><tr><th>#</th><th>id</th><th>objective</th><th>fitness</th>{head}</tr>{''.join(body)}</table>")
+        out.append(boxed(f"<tr><th>#</th><th title='archive row id (disco status, disco show)'>id</th><th>objective</th>"
+                         f"{th('fitness', 'fitness (mean ± SE)', 'The ± : hover a value for what it is here.')}"
+                         f"<th title='finished training seeds'>seeds</th>{head}</tr>{''.join(body)}", id="leaderboard"))
     else:
         out.append("<p class='note'>No finished rows yet.</p>")
     failed = [r for r in c.rows if r.get("status") not in ("done",)]
     if failed:
-        out.append("<h3>Not on the leaderboard</h3><table><tr><th>id</th><th>objective</th><th>status</th><th>reason</th></tr>")
-        out.extend(f"<tr><td class='num'>{r['id']}</td><td>{esc(r['name'])}</td><td class='fail'>{esc(r.get('status'))}</td>"
-                   f"<td>{esc((r.get('reason') or '')[:400])}</td></tr>" for r in failed)
-        out.append("</table>")
+        out.append("<h3>Not on the leaderboard</h3>")
+        out.append(boxed("<tr><th>id</th><th>objective</th><th>status</th><th>reason</th></tr>" + "".join(
+            f"<tr><td class='num'>{r['id']}</td><td>{esc(r['name'])}</td><td class='fail'>{esc(r.get('status'))}</td>"
+            f"<td>{esc((r.get('reason') or '')[:400])}</td></tr>" for r in failed)))
     return "".join(out)
 
 
-def fitness_plot(c: Campaign) -> bytes | None:
-    """Fitness of every candidate in proposal order, the running best, and the baselines as lines."""
-    cands = c.candidates()
-    if not cands:
+def fitness_series(c: Campaign) -> dict:
+    """The plot's data: finished candidates as (archive id, fitness, se or None), failed ids, baselines."""
+    done, failed = [], []
+    for r in c.candidates():
+        f = r.get("fitness")
+        if r.get("status") == "done" and isinstance(f, (int, float)) and math.isfinite(f):
+            se = r.get("fitness_se")
+            done.append((r["id"], f, se if isinstance(se, (int, float)) and math.isfinite(se) else None))
+        else:
+            failed.append(r["id"])
+    baselines = [(b["name"], b["fitness"], b.get("fitness_se")) for b in c.baselines()
+                 if isinstance(b.get("fitness"), (int, float)) and math.isfinite(b["fitness"])]
+    return {"done": done, "failed": failed, "baselines": baselines}
+
+
+def fitness_figure(c: Campaign):
+    """Fitness of every candidate against its archive row id (±1 se bars), the running best, and the
+    baselines as lines; None when there are no candidates."""
+    if not c.candidates():
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    data = fitness_series(c)
     fig, ax = plt.subplots(figsize=(8.0, 3.8), dpi=110)
-    xs, ys, fails = [], [], []
-    for i, r in enumerate(cands, 1):
-        f = r.get("fitness")
-        if r.get("status") == "done" and isinstance(f, (int, float)) and math.isfinite(f):
-            xs.append(i)
-            ys.append(f)
-        else:
-            fails.append(i)
-    if xs:
-        ax.plot(xs, ys, "o", color="C0", ms=5, label="candidate")
+    ys = [f for _, f, _ in data["done"]]
+    if data["done"]:
+        xs = [i for i, _, _ in data["done"]]
+        es = [se or 0.0 for _, _, se in data["done"]]
+        ax.errorbar(xs, ys, yerr=es, fmt="o", color="C0", ms=5, capsize=2, lw=1, label="candidate (±1 se)")
         best, run = [], -math.inf
         for y in ys:
             run = max(run, y)
             best.append(run)
         ax.step(xs, best, where="post", color="C0", alpha=0.6, label="best so far")
-    for j, b in enumerate(r for r in c.baselines() if isinstance(r.get("fitness"), (int, float))):
-        ax.axhline(b["fitness"], ls="--", lw=1, color=f"C{j + 1}", label=b["name"])
-    if fails:
-        lo = min(ys + [b["fitness"] for b in c.baselines() if isinstance(b.get("fitness"), (int, float))] or [0])
-        ax.plot(fails, [lo] * len(fails), "x", color="#a12a2a", label="failed / invalid / duplicate")
-    from matplotlib.ticker import MaxNLocator
+    for j, (name, f, _) in enumerate(data["baselines"]):
+        ax.axhline(f, ls="--", lw=1, color=f"C{j + 1}", label=name)
+    if data["failed"]:
+        lo = min(ys + [f for _, f, _ in data["baselines"]] or [0])
+        ax.plot(data["failed"], [lo] * len(data["failed"]), "x", color="#a12a2a", label="failed / invalid / duplicate")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("candidate (proposal order)")
+    ax.set_xlabel("candidate id (archive row, as in disco status)")
     ax.set_ylabel(f"fitness ({c.metric})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False, loc="best")
     fig.tight_layout()
+    return fig
+
+
+def fitness_plot(c: Campaign) -> bytes | None:
+    fig = fitness_figure(c)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
@@ -189,11 +276,11 @@ def comparison_table(table: dict, *, caption: str = "") -> str:
         if e.get("note"):
             notes.add(e["note"])
         return (f"<td class='num {cls}' title='pairing: {esc(e['pairing'])}'>{e['mean']:+.4f} "
-                f"[{e['lo']:+.4f}, {e['hi']:+.4f}]</td>")
+                f"[{e['lo']:+.4f},&nbsp;{e['hi']:+.4f}]</td>")
 
     for r in table["rows"]:
         runs = f"{r['n_done']}" + (f" <span class='fail'>+{r['n_failed']} failed</span>" if r["n_failed"] else "")
-        mean = num(r["mean"]) + (f" ± {num(r['se'])}" if isinstance(r.get("se"), (int, float)) else "")
+        mean = pm(r["mean"], r.get("se"))
         cells = []
         if with_null:
             cells.append(interval(r["vs_null"]) if r.get("vs_null") else "<td class='num muted'>—</td>")
@@ -211,7 +298,7 @@ def comparison_table(table: dict, *, caption: str = "") -> str:
     out = [f"<p class='small muted'>{esc(caption)} Difference = row − baseline on <b>{esc(metric)}</b>"
            f"{' (' + direction + ')' if direction else ''}; 95% paired percentile bootstrap; green/red: the interval "
            "excludes 0. Paired by: " + esc("; ".join(sorted(pairings)) or "—") + ".</p>",
-           f"<table><tr><th>objective</th><th>runs</th><th>{esc(metric)} mean ± se</th>{head}</tr>{''.join(rows)}</table>"]
+           boxed(f"<tr><th>objective</th><th>runs</th>{th(metric, f'{metric} mean ± se')}{head}</tr>{''.join(rows)}")]
     out.extend(f"<p class='note small'>{esc(n)}</p>" for n in sorted(notes))
     fails = [(r["objective"], f) for r in table["rows"] for f in r.get("failures", [])]
     if fails:
@@ -294,8 +381,15 @@ def candidate_card(c: Campaign, row: dict) -> str:
     folder = c.folder(row)
     title = f"#{row['id']} {esc(row['name'])}"
     status = row.get("status")
-    score = f"fitness {num(row.get('fitness'))}" if status == "done" else f"<span class='fail'>{esc(status)}</span>"
+    score = f"fitness {pm(row.get('fitness'), row.get('fitness_se'))}" if status == "done" \
+        else f"<span class='fail'>{esc(status)}</span>"
     out = [f"<div class='card'><h3>{title} <span class='muted small'>{score}</span></h3>"]
+    if status == "done":
+        m = metric_means(row)
+        facts = [f"fitness = {esc(c.metric)}, {esc(interval_words(c, row))}"] + [
+            f"<span title='{esc(define(k))}'>{esc(k)} {num(m.get(k))}</span>"
+            for k in metric_columns(c) if isinstance(m.get(k), (int, float))]
+        out.append(f"<p class='small'>{' · '.join(facts)}</p>")
     if status != "done" and row.get("reason"):
         out.append(f"<p class='fail small'>{esc(row['reason'][:600])}</p>")
     if row.get("thought"):
@@ -331,6 +425,13 @@ def candidates_section(c: Campaign) -> str:
            "loss and its gradient in z = β·ρ beside DPO (objectives.inspection).</p>" + "".join(cards)
 
 
+def glossary_section() -> str:
+    """Every metric's one-line definition, from inner_loop.glossary (the README's list is the same)."""
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in GLOSSARY.items())
+    return (f"<h2 id='glossary'>Metrics</h2><p class='muted small'>Also the tooltips of the column headers.</p>"
+            f"<dl class='glossary'>{items}<dt>trl/</dt><dd>{esc(TRL_NOTE)}</dd></dl>")
+
+
 # -- the page -----------------------------------------------------------------------------------
 
 def build_html(c: Campaign) -> str:
@@ -340,7 +441,7 @@ def build_html(c: Campaign) -> str:
     body = "".join([
         f"<h1>Campaign report</h1><p class='muted'>{esc(c.dir.resolve())} · written {now}</p>",
         config_section(c), leaderboard_section(c), "<h2>Fitness over the campaign</h2>", fit_html,
-        heldout_section(c.dir), frontier_section(c.dir), candidates_section(c)])
+        heldout_section(c.dir), frontier_section(c.dir), candidates_section(c), glossary_section()])
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>disco report: {esc(c.dir.name)}</title>"
             f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style>"
             f"<script>{MARK_IMAGES}</script></head><body>{body}</body></html>")

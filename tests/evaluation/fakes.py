@@ -42,7 +42,7 @@ class FakeRunner:
         win = QUALITY[name] + SEED_EFFECT[seed] - 0.1 * abs(np.log(b / 0.1))
         kl = 2.0 / b * (1 + QUALITY[name] - 0.6)
         metrics = {"win_rate": win, "win_rate_se": 0.02, "reward": 2 * win, "reward_se": 0.05,
-                   "kl": kl, "n": self.per_prompt or 64}
+                   "ref_reward": 1.0 + SEED_EFFECT[seed], "kl": kl, "n": self.per_prompt or 64}
         if self.per_prompt:
             # outcomes per prompt: the same prompt difficulty for every objective on this seed
             rng = np.random.default_rng(seed)
@@ -56,15 +56,43 @@ CONFIG = {"task": "synthetic", "seeds": [0], "seed": 7, "beta": 0.1, "metric": "
           "overrides": {"max_steps": 20}}  # discovery.config.CampaignConfig field names
 
 
+KL = {"dpo": 12.0, "ipo": 9.5, "lrml": 30.25, "good": 7.75, "meh": 14.0}
+OFFSETS = (0.0, 0.03, -0.03, 0.01, -0.01)  # per-seed offsets of the win rate around the row's fitness
+
+
+def seed_results(name, fitness, seeds):
+    """What discovery.training.train_seeds returns for a finished row: one result per seed, whose
+    win rates average to ``fitness``."""
+    offs = [OFFSETS[i % len(OFFSETS)] for i in range(len(seeds))]
+    offs = [o - sum(offs) / len(offs) for o in offs]
+    return [{"seed": s, "status": "done", "reason": None, "steps": 20, "seconds": 0.1, "losses": [0.69, 0.5],
+             "metrics": {"win_rate": fitness + o, "win_rate_se": 0.02, "reward": fitness + 0.2 + o,
+                         "reward_se": 0.01, "ref_reward": 0.5, "kl": KL[name] + 10 * o, "kl_se": 0.5}}
+            for s, o in zip(seeds, offs)]
+
+
 def make_campaign(directory, config=CONFIG):
-    """A finished campaign: three baselines and three candidates (one failed), as the archive stores them."""
+    """A finished campaign: three baselines and three candidates (one failed), as the archive stores
+    them (``metrics`` is discovery.training.summarise's shape, fitness and its se as mean_metric's)."""
+    from discovery.training import summarise
+
+    seeds = list(config.get("seeds") or [0])
+
+    def finish(a, cid, name, fitness):
+        results = seed_results(name, fitness, seeds)
+        wins = [r["metrics"]["win_rate"] for r in results]
+        se = float(np.std(wins, ddof=1) / np.sqrt(len(wins))) if len(wins) > 1 else 0.02
+        a.update(cid, status="done", fitness=fitness, fitness_se=se, metrics=summarise(results))
+
     with Archive.create(directory, config) as a:
         for name, fitness in (("dpo", 0.60), ("ipo", 0.55), ("lrml", 0.62)):
-            cid = a.add(kind="baseline", name=name, code=name)
-            a.update(cid, status="done", fitness=fitness, metrics={"win_rate": fitness})
+            finish(a, a.add(kind="baseline", name=name, code=name), name, fitness)
         for name, fitness, status in (("good", 0.71, "done"), ("meh", 0.59, "done"), ("boom", None, "failed")):
             cid = a.add(kind="candidate", name=name, code=f"def {name}(rho, beta):\n    return rho\n",
                         thought=f"{name} idea")
-            a.update(cid, status=status, fitness=fitness, reason=None if fitness else "non-finite loss",
-                     metrics={"win_rate": fitness} if fitness else {})
+            if status == "done":
+                finish(a, cid, name, fitness)
+            else:
+                a.update(cid, status=status, reason="non-finite loss", metrics=summarise(
+                    [{"seed": seeds[0], "status": "failed", "reason": "non-finite loss", "metrics": {}}]))
     return directory

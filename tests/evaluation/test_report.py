@@ -1,5 +1,6 @@
 """evaluation.report: one self-contained page, and every image in it decodes in headless Chromium."""
 
+import html
 import json
 import re
 import shutil
@@ -58,7 +59,7 @@ def test_report_is_one_self_contained_page(campaign):
     assert "log(1 + exp(-z))" in page                   # good's symbolic form
     assert "No symbolic summary in candidates/0005-meh" in page
     assert "non-finite loss" in page                    # boom's failure, shown with its reason
-    assert "good#4" in page and "[+0.1000, +0.1000]" in page  # held-out interval of good vs dpo
+    assert "good#4" in page and "[+0.1000,&nbsp;+0.1000]" in page  # held-out interval of good vs dpo
     assert "− 0.5 (SFT)" in page                          # the win rate against the SFT model too
 
 
@@ -122,3 +123,113 @@ def test_control_characters_in_the_archive_are_shown_as_escapes(tmp_path):
     page = write_report(d).read_text()
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]", page)
     assert "\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\u202e\\x00\\x7f" in page  # visible in the page
+
+
+# -- layout at a 1400 px window: measured by a test-only script injected into a copy of the page ----
+
+MEASURE = """<script>window.addEventListener("load",function(){
+var bad=[],tables=document.querySelectorAll("table");
+tables.forEach(function(t,i){
+  var c=t.parentElement,s=getComputedStyle(c);
+  var room=c.clientWidth-parseFloat(s.paddingLeft)-parseFloat(s.paddingRight);
+  var w=t.getBoundingClientRect().width;
+  if(w>room+0.5)bad.push("table"+i+":"+Math.round(w)+">"+Math.round(room));
+  t.querySelectorAll("td,th").forEach(function(x){if(x.scrollWidth>x.clientWidth+1)
+    bad.push("cell in table"+i+":"+x.textContent.slice(0,30));});});
+var heads=Array.prototype.map.call(document.querySelectorAll("#leaderboard th"),function(h){return h.textContent;});
+document.body.setAttribute("data-tables",String(tables.length));
+document.body.setAttribute("data-too-wide",bad.join(" | "));
+document.body.setAttribute("data-page-scrolls",String(document.documentElement.scrollWidth>window.innerWidth));
+document.body.setAttribute("data-leaderboard-heads",heads.join(";"));});</script>"""
+
+
+def render(page, tmp_path, *flags) -> tuple[str, str]:
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+           *flags, "--dump-dom", page.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return done.stdout, done.stderr
+
+
+def test_every_table_fits_a_1400px_window_and_the_leaderboard_has_kl_and_reward(campaign, tmp_path):
+    page = write_report(campaign, out=tmp_path / "report.html")
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    dom, err = render(measured, tmp_path, "--window-size=1400,1000")
+    body = re.search(r"<body[^>]*>", dom)
+    assert body and "data-tables" in body.group(0), f"the measuring script did not run: {err[-1500:]}"
+    attrs = dict(re.findall(r'(data-[\w-]+)="([^"]*)"', body.group(0)))
+    assert int(attrs["data-tables"]) >= 4
+    assert attrs["data-too-wide"] == "", attrs["data-too-wide"]
+    assert attrs["data-page-scrolls"] == "false"
+    heads = html.unescape(attrs["data-leaderboard-heads"]).split(";")
+    assert {"id", "fitness", "seeds", "reward", "kl"} <= {h.split(" ")[0] for h in heads}, heads
+
+
+def test_the_fitness_interval_says_what_it_is_and_kl_and_reward_are_seed_means(tmp_path):
+    from discovery.archive import Archive
+    from evaluation.campaign import read_campaign
+    from evaluation.report import build_html
+    from tests.evaluation.fakes import CONFIG, KL
+
+    one = write_report(make_campaign(tmp_path / "one")).read_text()
+    assert "one seed: ± that seed&#x27;s within-seed evaluation SE (win_rate_se" in one
+    three = make_campaign(tmp_path / "three", {**CONFIG, "seeds": [0, 1, 2]})
+    page = build_html(read_campaign(three))
+    assert "mean ± standard error over 3 seeds" in page and "within-seed" not in page
+    with Archive.open(three) as a:
+        good = next(r for r in a.rows() if r["name"] == "good")
+    assert good["metrics"]["mean"]["kl"] == pytest.approx(KL["good"])  # summarise's shape, as a campaign stores it
+    lb = page[page.index('id="leaderboard"'):]
+    lb = lb[:lb.index("</table>")]
+    good_row = next(tr for tr in lb.split("<tr") if ">good<" in tr)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", good_row)
+    assert cells[1] == str(good["id"]) and cells[3].startswith("0.7100&nbsp;±&nbsp;") and cells[4] == "3"
+    assert cells[5:] == [f"{good['metrics']['mean']['reward']:.4f}", f"{KL['good']:.4f}"]  # reward, kl
+    card = page[page.index(f"#{good['id']} good"):]
+    assert f"kl {KL['good']:.4f}" in card[:card.index("</div>")] and "reward 0.9100" in card
+
+
+def test_the_fitness_plot_is_by_archive_id_with_error_bars(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    from evaluation.campaign import read_campaign
+    from evaluation.report import fitness_figure
+    from tests.evaluation.fakes import CONFIG
+
+    c = read_campaign(make_campaign(tmp_path / "c", {**CONFIG, "seeds": [0, 1, 2]}))
+    ids = {r["name"]: r["id"] for r in c.rows}
+    fig = fitness_figure(c)
+    ax = fig.axes[0]
+    bars = [x for x in ax.containers if isinstance(x, ErrorbarContainer)]
+    assert len(bars) == 1
+    line, _, (ycol,) = bars[0]
+    assert list(line.get_xdata()) == [ids["good"], ids["meh"]]  # the ids disco status prints, not 1, 2
+    assert len(ycol.get_segments()) == 2 and all(seg[1][1] > seg[0][1] for seg in ycol.get_segments())
+    fails = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    assert list(fails[0].get_xdata()) == [ids["boom"]]
+    assert "id" in ax.get_xlabel()
+
+
+def test_the_proposer_is_named_as_it_ran(tmp_path):
+    from tests.evaluation.fakes import CONFIG
+
+    offline = write_report(make_campaign(tmp_path / "evolve", {**CONFIG, "proposer": "evolve",
+                                                                "model": "gpt-4o-mini"})).read_text()
+    assert "offline (evolve)" in offline and "gpt-4o-mini" not in offline
+    online = write_report(make_campaign(tmp_path / "openai", {**CONFIG, "proposer": "openai", "model": "qwen2.5-7b",
+                                                               "base_url": "http://localhost:8000/v1"})).read_text()
+    assert "qwen2.5-7b (OpenAI-compatible endpoint http://localhost:8000/v1)" in online
+
+
+def test_the_report_defines_its_metrics_from_the_glossary(campaign):
+    from inner_loop.glossary import GLOSSARY, TRL_NOTE
+
+    page = write_report(campaign).read_text()
+    assert f'title="{html.escape(GLOSSARY["kl"])}' in page          # the kl column's tooltip
+    assert "<h2 id='glossary'>Metrics</h2>" in page
+    for key, text in GLOSSARY.items():
+        assert f"<dt>{key}</dt><dd>{html.escape(text)}</dd>" in page
+    assert f"<dt>trl/</dt><dd>{html.escape(TRL_NOTE)}</dd>" in page
+    assert "rewards/chosen" not in page.replace(html.escape(TRL_NOTE), "")  # no TRL key outside trl/
