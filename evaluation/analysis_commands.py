@@ -125,13 +125,18 @@ def cmd_heldout(args) -> int:
 
 def cmd_sweep(args) -> int:
     from evaluation.compare import resolve_objectives
-    from evaluation.frontier import format_points, sweep
+    from evaluation.frontier import check_betas, format_points, sweep
 
+    try:
+        check_betas(args.betas)
+    except ValueError as err:
+        print(f"disco sweep: {err}", file=sys.stderr)
+        return 2
     objectives = resolve_objectives(args.objectives, baselines=())
     result = sweep(objectives, betas=args.betas, seeds=args.seeds, task=args.task, out_dir=args.out,
                    overrides=parse_overrides(args.overrides), x=args.x, runner=RUNNER, log=_log,
                    **_runner_kwargs(args))
-    print(_shown(format_points(result["points"], x=args.x)))
+    print(_shown(format_points(result["points"], x=args.x, sft=result["sft"])))
     print(f"\nwrote {result['png']} and {result['json']}", file=sys.stderr)
     return 0
 
@@ -197,7 +202,7 @@ def register(subparsers) -> None:
     p.add_argument("--objectives", nargs="+", default=["dpo", "ipo", "lrml"], metavar="NAME_OR_FILE",
                    help="registry names and/or .py files (default: dpo ipo lrml)")
     p.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS),
-                   help=f"KL strengths (default: {' '.join(f'{b:g}' for b in DEFAULT_BETAS)})")
+                   help=f"KL strengths, each > 0 (default: {' '.join(f'{b:g}' for b in DEFAULT_BETAS)})")
     p.add_argument("--task", default="synthetic", help="inner-loop task (default: synthetic)")
     p.add_argument("--x", default="kl", metavar="METRIC",
                    help="x axis: kl (KL(pi||ref) per completion, default), kl_per_token, or kl_ref_pi_per_token "

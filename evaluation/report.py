@@ -342,7 +342,7 @@ def frontier_section(d: Path) -> str:
 
         from evaluation.frontier import plot
         with tempfile.TemporaryDirectory() as tmp:
-            drawn = plot(sweep["points"], Path(tmp) / FRONTIER_PNG, x=sweep.get("x", "kl"))
+            drawn = plot(sweep["points"], Path(tmp) / FRONTIER_PNG, x=sweep.get("x", "kl"), sft=sweep.get("sft"))
             out.append(img_tag(drawn.read_bytes(), "reward versus KL frontier", "drawn from sweep.json"))
     else:
         out.append(f"<p class='note'>No beta sweep in this directory: run <code>disco sweep --objectives dpo ipo lrml "
