@@ -32,6 +32,7 @@ ZOOM = (-1.0, 1.0, 2001)  # around z = 0, spacing 0.001: LRML's bump is ~0.2 wid
 TAILS = (25.0, 50.0, 100.0, 200.0)  # |z| used for the numeric limits; exp(200) is still finite
 CHECK_Z = (-2.0, -0.5, -0.1, 0.1, 0.5, 2.0)  # where the closed form is checked against the code
 SANDBOX_TIMEOUT = 20.0
+DEFAULT_BETA = 0.1  # the campaign's default, and `disco validate`'s
 
 
 def grid() -> list[float]:
@@ -294,7 +295,7 @@ class Analysis:
     translation: Translation | None
 
 
-def analyse(x, beta: float = 0.05) -> Analysis:
+def analyse(x, beta: float = DEFAULT_BETA) -> Analysis:
     """Profile and summarise a registry name, an Objective, a .py path or source text.
 
     Registry objectives are run in this process; anything else runs in the sandbox (see
@@ -317,6 +318,9 @@ def analyse(x, beta: float = 0.05) -> Analysis:
 
 
 def source_of(x) -> tuple[str, str]:
+    """(source, name) of an Objective, a .py path or source text; a file is named after its function
+    (as ``disco validate`` and the campaign name it), not after the file."""
+    from objectives.screen import screen
     if isinstance(x, Objective):
         return x.source, x.name
     if isinstance(x, str) and "\n" not in x and x.endswith(".py"):
@@ -324,9 +328,9 @@ def source_of(x) -> tuple[str, str]:
         path = Path(x)
         if not path.is_file():
             raise ObjectiveError(f"no such file: {path}")
-        return path.read_text(), path.stem
+        text = path.read_text()
+        return text, screen(text).function_name
     if isinstance(x, str) and "def " in x:
-        from objectives.screen import screen
         return x, screen(x).function_name
     REGISTRY.get(x)  # raises with a "did you mean"
     raise AssertionError("unreachable")

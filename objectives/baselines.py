@@ -1,7 +1,9 @@
 """Built-in objectives: the preference losses DiscoPOP compared against and seeded its archive with.
 
 Each function takes the four per-pair log-prob tensors and beta and returns per-pair losses of
-shape [B]. The line that implements a paper's equation cites it. Where TRL 1.16 has the same loss
+shape [B]. The line that implements a paper's equation cites it. Each function holds its whole
+formula (no private helpers): its source is what ``disco objectives list --source`` shows and what
+the campaign seeds its archive with. Where TRL 1.16 has the same loss
 (``DPOConfig.loss_type``), tests/objectives/test_trl_parity.py checks we agree with it numerically.
 """
 
@@ -40,21 +42,17 @@ def dpo(pc, pr, rc, rr, beta):
     return -F.logsigmoid(beta * margin(pc, pr, rc, rr))  # DPO Eq. 7
 
 
-def _ipo(pc, pr, rc, rr, beta):
-    return (margin(pc, pr, rc, rr) - 1.0 / (2.0 * beta)) ** 2  # IPO Eq. 17 (Azar et al.), tau = beta
-
-
 @_register("pointwise", "Azar et al. 2023, IPO, Eq. 17 (summed log-ratios, as DiscoPOP's baselines)")
 def ipo(pc, pr, rc, rr, beta):
     """IPO: squared distance of the summed-log-prob margin from 1/(2 beta); not length-normalised."""
-    return _ipo(pc, pr, rc, rr, beta)
+    return (margin(pc, pr, rc, rr) - 1.0 / (2.0 * beta)) ** 2  # IPO Eq. 17 (Azar et al.), tau = beta
 
 
 @_register("pointwise", "Azar et al. 2023, IPO, Eq. 17, on per-token mean log-probs (TRL's ipo)",
            length_normalized=True)
 def ipo_norm(pc, pr, rc, rr, beta):
     """IPO as TRL computes it: the trainer feeds per-token mean log-probs (length-normalised margin)."""
-    return _ipo(pc, pr, rc, rr, beta)
+    return (margin(pc, pr, rc, rr) - 1.0 / (2.0 * beta)) ** 2  # IPO Eq. 17, tau = beta
 
 
 @_register("pointwise", "Zhao et al. 2023, SLiC-HF, Eq. 1 (delta = 1/beta after scaling)")

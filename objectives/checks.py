@@ -12,10 +12,13 @@ candidate (screen + compile), calls it on fixed batches and returns a JSON-able 
 * ``inputs_unchanged``: no in-place writes into the four input tensors (values and ``_version``);
 * ``kind``: the measured kind (:func:`objectives.loader.probe_kind`);
 * ``permutation``: for pointwise losses, permuting the batch permutes the losses;
-* ``direction`` (never fails, may warn): the sign of dL/drho. A loss with dL/drho > 0 at rho = 0
-  lowers the margin at initialisation. LRML does so by design, but only between its local
-  minimum and maximum near zero; a sign-flipped DPO does so at every margin. The warning tells
-  the two apart.
+* ``direction`` (never fails, may warn): where gradient descent raises the margin rho (dL/drho < 0,
+  prefers the chosen answer), classified over every margin tested (:func:`check_direction`):
+  everywhere (DPO), near 0 only (LRML's bump: a mild note), above a target margin only (IPO: fine
+  when the target is above 0), at large negative margins (the loss keeps falling as rho -> -inf:
+  a loud warning), on bands elsewhere, or nowhere (a sign-flipped loss).
+
+A failure is reported once: checks that could not run are ``skipped`` (neither ok nor failed).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ Z_MAX = 50.0  # margins tested: beta * rho in [-Z_MAX, Z_MAX]
 GRID_POINTS = 2001  # on that wide range
 LOCAL_HALF_WIDTH = 2.0  # the fine grid around rho = 0, in beta * rho
 LOCAL_POINTS = 4001
+DIRECTION_POINTS = 20001  # the direction check's grid on the wide range: spacing 0.005
+FLAT_RTOL = 1e-12  # |dL/drho| below this fraction of its largest value counts as flat
+MAX_BANDS_SHOWN = 4
 
 
 @dataclasses.dataclass
@@ -44,6 +50,7 @@ class CheckResult:
     passed: bool
     reason: str | None = None
     details: dict = dataclasses.field(default_factory=dict)
+    skipped: bool = False  # did not run (or does not apply): ``passed`` is then True, it decides nothing
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,7 +62,8 @@ class CheckResult:
         reason = data.get("reason")
         return cls(name=str(data.get("name", "?")), passed=data.get("passed") is True,
                    reason=None if reason is None else str(reason),
-                   details=details if isinstance(details, dict) else {})
+                   details=details if isinstance(details, dict) else {},
+                   skipped=data.get("skipped") is True)
 
 
 def _batch(n: int, seed: int, dtype=torch.float32) -> list[torch.Tensor]:
@@ -183,7 +191,7 @@ def check_kind(obj: Objective, beta: float) -> CheckResult:
 
 def check_permutation(obj: Objective, beta: float, kind: str) -> CheckResult:
     if kind != "pointwise":
-        return CheckResult("permutation", True, details={"skipped": f"{kind} objective"})
+        return _skipped("permutation", f"does not apply to a {kind} objective")
     batch = _batch(128, seed=11, dtype=torch.float64)
     perm = torch.randperm(128, generator=torch.Generator().manual_seed(0))
     direct = obj(*batch, beta).detach()
@@ -194,57 +202,170 @@ def check_permutation(obj: Objective, beta: float, kind: str) -> CheckResult:
     return CheckResult("permutation", True)
 
 
-def _margin_grad(obj: Objective, beta: float, z: torch.Tensor) -> torch.Tensor:
-    """dL/drho per pair: raise the chosen and lower the rejected log-prob by half each."""
-    g_pc, g_pr, _ = _policy_grads(obj, _margins(beta, z), beta)
+def _margin_grad(obj: Objective, beta: float, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """dL/drho per pair (raise the chosen and lower the rejected log-prob by half each), and L."""
+    g_pc, g_pr, out = _policy_grads(obj, _margins(beta, z), beta)
     zero = torch.zeros_like(z)
-    return 0.5 * ((zero if g_pc is None else g_pc) - (zero if g_pr is None else g_pr))
+    grad = 0.5 * ((zero if g_pc is None else g_pc) - (zero if g_pr is None else g_pr))
+    return grad, (out.detach().double() if isinstance(out, torch.Tensor) and out.shape == z.shape else None)
+
+
+def _direction_grid() -> torch.Tensor:
+    """beta*rho on [-Z_MAX, Z_MAX] (spacing 0.005), finer (0.001) on [-2, 2], 0 exactly; sorted."""
+    wide = torch.linspace(-Z_MAX, Z_MAX, DIRECTION_POINTS, dtype=torch.float64)
+    local = torch.linspace(-LOCAL_HALF_WIDTH, LOCAL_HALF_WIDTH, LOCAL_POINTS, dtype=torch.float64)
+    return torch.unique(torch.cat([wide, local, torch.zeros(1, dtype=torch.float64)]))
+
+
+def _signs(g: torch.Tensor) -> torch.Tensor:
+    """+1 where dL/drho > 0 (descent lowers the margin), -1 where < 0, 0 where flat or not finite."""
+    finite = torch.isfinite(g)
+    scale = float(g[finite].abs().max()) if finite.any() else 0.0
+    s = torch.sign(g)
+    s[~finite | (g.abs() <= FLAT_RTOL * scale)] = 0
+    return s
+
+
+def _wrong_way_runs(z: torch.Tensor, g: torch.Tensor, s: torch.Tensor) -> list[dict]:
+    """The stretches of margins where descent lowers the margin, from the signs ``s`` of ``g``.
+
+    Flat points do not split a stretch. ``low``/``high``: the stretch reaches the end of the range
+    (no margin beyond it where descent raises the margin, though the gradient may underflow to 0).
+    Its ends are interpolated where the sign flips between neighbouring grid points.
+    """
+    moving = torch.nonzero(s != 0).flatten().tolist()
+    runs, i = [], 0
+    while i < len(moving):
+        if s[moving[i]] < 0:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(moving) and s[moving[j + 1]] > 0:
+            j += 1
+        a, b = moving[i], moving[j]
+        lo = _crossing(z, g, moving[i - 1], a) if i > 0 else float(z[0])  # a tail: to the range's end
+        hi = _crossing(z, g, b, moving[j + 1]) if j + 1 < len(moving) else float(z[-1])
+        runs.append({"from": lo, "to": hi, "low": i == 0, "high": j == len(moving) - 1})
+        i = j + 1
+    return runs
+
+
+def _crossing(z: torch.Tensor, g: torch.Tensor, a: int, b: int) -> float:
+    """Where g changes sign between grid points a < b (linear), or z[b] / z[a] across a flat stretch."""
+    za, zb, ga, gb = float(z[a]), float(z[b]), float(g[a]), float(g[b])
+    if zb - za > 0.05:  # flat in between: the stretch starts (ends) where it moves
+        return zb if ga < 0 else za
+    return za - ga * (zb - za) / (gb - ga)
+
+
+def _z(x: float) -> str:
+    return f"{x:.3g}" if round(abs(x), 3) >= 1 else f"{x:.3f}"
+
+
+def _bands(runs: list[dict]) -> str:
+    shown = ", ".join(f"[{_z(r['from'])}, {_z(r['to'])}]" for r in runs[:MAX_BANDS_SHOWN])
+    more = len(runs) - MAX_BANDS_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def check_direction(obj: Objective, beta: float) -> tuple[CheckResult, list[str]]:
-    """Never fails; returns a warning when gradient descent lowers the margin at rho = 0."""
-    wide, local = _wide(torch.float64), torch.linspace(-LOCAL_HALF_WIDTH, LOCAL_HALF_WIDTH, LOCAL_POINTS,
-                                                      dtype=torch.float64)
-    at_zero = float(_margin_grad(obj, beta, torch.zeros(1, dtype=torch.float64))[0])
-    g_wide, g_local = _margin_grad(obj, beta, wide), _margin_grad(obj, beta, local)
-    moving = g_wide != 0
-    fraction = float((g_wide > 0).sum()) / max(1, int(moving.sum()))
-    details = {"dL_drho_at_0": at_zero, "fraction_pushing_down": fraction, "z_range": [-Z_MAX, Z_MAX]}
-    if not (at_zero > 0):
-        warnings = []
+    """Never fails. Classifies where gradient descent raises the margin (dL/drho < 0: prefers the
+    chosen answer) over beta*rho in [-Z_MAX, Z_MAX]: ``everywhere``, ``near_zero`` (wrong only
+    in bands within |beta*rho| <= 2: LRML), ``large_positive`` (wrong above a margin: a target
+    margin, as IPO), ``large_negative`` (wrong below a margin: the loss keeps falling as
+    rho -> -inf), ``bands`` (wrong on bands away from 0) or ``nowhere`` (the opposite preference).
+    The check's reason says it in words; a warning comes with every class but ``everywhere`` and a
+    target margin above 0.
+    """
+    z = _direction_grid()
+    g, f = _margin_grad(obj, beta, z)
+    s = _signs(g)
+    at_zero = float(g[int(torch.argmin(z.abs()))])
+    uniform = s[torch.isin(z, torch.linspace(-Z_MAX, Z_MAX, DIRECTION_POINTS, dtype=torch.float64))]
+    fraction = float((uniform > 0).sum()) / max(1, int((uniform != 0).sum()))
+    runs = _wrong_way_runs(z, g, s)
+    details = {"dL_drho_at_0": at_zero, "fraction_pushing_down": fraction, "z_range": [-Z_MAX, Z_MAX],
+               "regions_pushing_down": [[r["from"], r["to"]] for r in runs]}
+    full = f"beta*rho in [-{Z_MAX:g}, {Z_MAX:g}]"
+    warnings = []
+    if not bool((s != 0).any()):
+        details["pattern"] = "flat"
+        return CheckResult("direction", True, "no gradient on the margin anywhere", details), warnings
+    if not runs:
+        details["pattern"] = "everywhere"
+        reason = f"raises the margin at every margin tested ({full})"
         if at_zero == 0:
             warnings.append("direction: dL/drho = 0 at rho = 0: a policy that starts at the reference gets "
                             "no learning signal")
-        return CheckResult("direction", True, details=details), warnings
-    if moving.any() and bool((g_wide[moving] > 0).all()):
-        message = (f"direction: dL/drho > 0 at every margin tested (beta*rho in [-{Z_MAX:g}, {Z_MAX:g}]): "
-                   "gradient descent lowers the margin, so this loss learns the opposite preference "
-                   "(is its sign flipped?)")
-        details["pattern"] = "everywhere"
-        return CheckResult("direction", True, details=details), [message]
-    lo, hi = _interval_around_zero(local, g_local > 0)
-    details["interval"] = [lo, hi]
-    if -LOCAL_HALF_WIDTH < lo and hi < LOCAL_HALF_WIDTH:
-        details["pattern"] = "local"
-        message = (f"direction: dL/drho > 0 at rho = 0, locally near 0 only (fraction {fraction:.4f} of "
-                   f"margins tested; beta*rho in [{lo:.3f}, {hi:.3f}]); elsewhere it raises the margin. "
-                   "LRML/DiscoPOP does this by design: make sure it is intended")
+    elif not bool((s < 0).any()):
+        details["pattern"] = "nowhere"
+        reason = "lowers the margin at every margin tested: learns the opposite preference"
+        warnings.append(f"direction: dL/drho > 0 at every margin tested ({full}): gradient descent lowers "
+                        "the margin, so this loss learns the opposite preference (is its sign flipped?); "
+                        "the loss keeps decreasing as rho -> -inf")
     else:
-        details["pattern"] = "partial"
-        message = (f"direction: dL/drho > 0 at rho = 0 and on a fraction {fraction:.4f} of the margins tested "
-                   f"(around 0: beta*rho in [{lo:.3f}, {hi:.3f}]): gradient descent lowers the margin there")
-    return CheckResult("direction", True, details=details), [message]
+        reason, warning = _mixed(runs, details, f, z, fraction)
+        if warning:
+            warnings.append(warning)
+    details["interval"] = next(([r["from"], r["to"]] for r in runs if r["from"] <= 0 <= r["to"]), None)
+    return CheckResult("direction", True, reason, details), warnings
 
 
-def _interval_around_zero(z: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
-    """The contiguous stretch of ``z`` where ``mask`` holds that contains z = 0."""
-    mid = int(torch.argmin(z.abs()))
-    lo = hi = mid
-    while lo > 0 and mask[lo - 1]:
-        lo -= 1
-    while hi < len(z) - 1 and mask[hi + 1]:
-        hi += 1
-    return float(z[lo]), float(z[hi])
+def _mixed(runs: list[dict], details: dict, f: torch.Tensor | None, z: torch.Tensor,
+           fraction: float) -> tuple[str, str | None]:
+    """Reason and warning when descent raises the margin at some margins and lowers it at others."""
+    low = runs[0] if runs[0]["low"] else None
+    high = runs[-1] if runs[-1]["high"] else None
+    inner = [r for r in runs if r is not low and r is not high]
+    at_zero = any(r["from"] <= 0 <= r["to"] for r in runs)
+    if low is not None:
+        details["pattern"] = "large_negative"
+        top = low["to"]
+        reason = f"lowers the margin for beta*rho below {_z(top)}: the loss keeps decreasing as rho -> -inf"
+        elsewhere = (f"; above {_z(top)} it raises the margin" if high is None and not inner else
+                     f"; it also lowers the margin on beta*rho in {_bands(inner + ([high] if high else []))}")
+        value = ""
+        if f is not None and bool(torch.isfinite(f).all()):
+            f_low, f_pos = float(f[0]) + 0.0, float(f[z >= 0].min()) + 0.0  # no -0.0
+            details.update(f_at_low_end=f_low, f_min_at_positive=f_pos)
+            if f_low <= f_pos + 1e-9 * max(1.0, abs(f_pos)):
+                value = (f" It reaches {f_low:.3g} at beta*rho = -{Z_MAX:g}, no more than its lowest "
+                         "at any positive margin tested.")
+        return reason, (f"direction: COLLAPSE RISK: the loss keeps decreasing as rho -> -inf. For every "
+                        f"beta*rho below {_z(top)} (down to -{Z_MAX:g}, the end of the range tested) "
+                        "dL/drho > 0: gradient descent lowers the margin further, so the loss can be "
+                        "minimised by making the chosen answer less likely and gives no incentive to prefer "
+                        f"it there{elsewhere}.{value}")
+    if high is not None:
+        details["pattern"] = "large_positive"
+        target = high["from"]
+        details["target_margin"] = target
+        if not inner:
+            reason = f"raises the margin up to beta*rho = {_z(target)}, lowers it above: a target margin"
+            if target > 0:
+                return reason, None
+            return reason, (f"direction: dL/drho > 0 for all beta*rho above {_z(target)}: gradient descent "
+                            "lowers the margin already at rho = 0, so its target margin prefers the "
+                            "rejected answer.")
+        reason = (f"lowers the margin for all beta*rho above {_z(target)} and on {len(inner)} band(s) below "
+                  f"it{', including at rho = 0' if at_zero else ''}")
+        return reason, (f"direction: gradient descent lowers the margin (dL/drho > 0) for all beta*rho above "
+                        f"{_z(target)}, and also on beta*rho in {_bands(inner)}"
+                        + (", including at rho = 0" if at_zero else "")
+                        + f" (fraction {fraction:.4f} of the margins tested); elsewhere it raises the margin.")
+    if all(-LOCAL_HALF_WIDTH <= r["from"] and r["to"] <= LOCAL_HALF_WIDTH for r in runs):
+        details["pattern"] = "near_zero"
+        where = _bands(runs)
+        reason = f"raises the margin except near 0 (it lowers it on beta*rho in {where})"
+        return reason, (f"direction: dL/drho > 0 {'at rho = 0, ' if at_zero else 'near rho = 0, '}"
+                        f"locally near 0 only (fraction {fraction:.4f} of margins tested; beta*rho in "
+                        f"{where}); elsewhere it raises the margin. LRML/DiscoPOP does this by design: "
+                        "make sure it is intended")
+    details["pattern"] = "bands"
+    reason = f"lowers the margin on beta*rho in {_bands(runs)}, raises it elsewhere"
+    return reason, (f"direction: dL/drho > 0 on beta*rho in {_bands(runs)} (fraction {fraction:.4f} of the "
+                    "margins tested): gradient descent lowers the margin there"
+                    + (", including at rho = 0" if at_zero else "") + "; elsewhere it raises the margin.")
 
 
 def _candidate_line(err: BaseException) -> int | None:
@@ -279,8 +400,18 @@ def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
         return _raised(name, err)
 
 
+def _skipped(name: str, why: str) -> CheckResult:
+    """A check that did not run (or does not apply): neither ok nor failed, with the reason."""
+    return CheckResult(name, True, f"not run: {why}", {"skipped": why}, skipped=True)
+
+
 def run_checks(source: str, beta: float = 0.1) -> dict:
-    """The sandbox target: load ``source`` (or a registry name) and run every check on it."""
+    """The sandbox target: load ``source`` (or a registry name) and run every check on it.
+
+    A failure is reported once: after the ``output`` check fails the others cannot say anything
+    useful and are skipped, and a later check that raises the very exception an earlier one raised
+    (type, message, line) is marked skipped rather than failed again.
+    """
     report = {"name": None, "form": None, "kind": None, "checks": [], "warnings": []}
     try:
         obj = REGISTRY.get(source) if source in REGISTRY else load(source, probe=False)
@@ -289,19 +420,43 @@ def run_checks(source: str, beta: float = 0.1) -> dict:
         return report
     report.update(name=obj.name, form=obj.form)
     checks = [CheckResult("load", True, details={"form": obj.form})]
+    gate, raised = None, {}
     for name, fn in (("output", check_output), ("finite", check_finite), ("gradient", check_gradient),
                      ("deterministic", check_deterministic), ("inputs_unchanged", check_inputs_unchanged),
                      ("kind", check_kind)):
-        checks.append(_guarded(name, lambda fn=fn: fn(obj, beta)))
-    kind = checks[-1].details.get("kind") if checks[-1].passed else None
+        if gate:
+            checks.append(_skipped(name, gate))
+            continue
+        result = _guarded(name, lambda fn=fn: fn(obj, beta))
+        key = (result.details.get("exception"), result.details.get("line"),
+               (result.reason or "").partition(": ")[2]) if "exception" in result.details else None
+        if key in raised:
+            result = _skipped(name, f"raises the same {key[0]} as the {raised[key]} check")
+        elif key is not None:
+            raised[key] = name
+        checks.append(result)
+        if name == "output" and not result.passed:
+            gate = "the output check failed"
+    by_name = {c.name: c for c in checks}
+    kind = by_name["kind"].details.get("kind") if by_name["kind"].passed and not gate else None
     report["kind"] = kind
-    if kind is not None:
+    if kind is None:
+        checks.append(_skipped("permutation", gate or "the kind was not measured"))
+    elif kind != "pointwise":
+        checks.append(_skipped("permutation", f"does not apply to a {kind} objective"))
+    else:
         checks.append(_guarded("permutation", lambda: check_permutation(obj, beta, kind)))
-    try:
-        direction, warnings = check_direction(obj, beta)
-        checks.append(direction)
-        report["warnings"] += warnings
-    except Exception as err:  # noqa: BLE001 - a loss that fails here has failed an earlier check
-        checks.append(CheckResult("direction", True, details={"skipped": f"{type(err).__name__}: {err}"}))
+    blocker = next((c.name for c in checks if c.name in ("output", "gradient") and (not c.passed or c.skipped)),
+                   None)
+    if blocker:
+        checks.append(_skipped("direction", f"the {blocker} check " + ("failed" if not by_name[blocker].passed
+                                                                       else "did not run")))
+    else:
+        try:
+            direction, warnings = check_direction(obj, beta)
+            checks.append(direction)
+            report["warnings"] += warnings
+        except Exception as err:  # noqa: BLE001 - never fails; say why it could not run
+            checks.append(_skipped("direction", f"{type(err).__name__}: {str(err)[:200]}"))
     report["checks"] = [c.to_dict() for c in checks]
     return report

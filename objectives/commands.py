@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="plot a loss and its gradient, summarise it symbolically")
     p.add_argument("objective", help="a registry name or a .py file")
     p.add_argument("--out", required=True, help="folder for the PNG and the JSON/Markdown summary")
-    p.add_argument("--beta", type=float, default=0.05, help="beta for the plots (default 0.05)")
+    p.add_argument("--beta", type=float, default=0.1,
+                   help="beta for the plots (default 0.1, as validate and the campaign)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_inspect)
 

@@ -1,10 +1,12 @@
 """Turning screened candidate source into a function: the one place in the project that exec()s code.
 
 The code has passed :func:`objectives.screen.screen` first, so exec() only runs import statements
-of allow-listed modules and one ``def`` with constant defaults: none of the candidate's own logic
-runs here. It runs when the returned function is called, in a namespace that holds ``torch``,
-``F`` (torch.nn.functional), ``math`` and a short list of harmless builtins, with an ``__import__``
-that only hands out the allow-listed modules.
+of allow-listed modules, assignments of constants to names (``EPS = 0.1``: numbers and strings,
+arithmetic of literal numbers, nothing that calls anything) and one ``def`` with constant defaults:
+none of the candidate's own logic runs here; the constants are globals of the function. That logic
+runs when the returned function is called, in a namespace that holds ``torch``, ``F``
+(torch.nn.functional), ``math`` and a short list of harmless builtins, with an ``__import__`` that
+only hands out the allow-listed modules.
 
 A restricted namespace is not a security boundary (see ../shared/SANDBOX.md and the threat model
 in :mod:`objectives.sandbox`): untrusted candidates are called only inside the sandbox process.
@@ -49,10 +51,10 @@ def compile_function(source: str, filename: str = "<candidate>") -> types.Functi
     scope = namespace()
     try:
         code = compile(source, filename, "exec")
-        exec(code, scope)  # noqa: S102 - screened: imports and one def only
+        exec(code, scope)  # noqa: S102 - screened: imports, constants and one def only
     except ObjectiveError:
         raise
-    except Exception as err:  # an import that the guard refused, or a bad default
+    except Exception as err:  # an import that the guard refused, a bad default, EPS = 1 / 0
         raise ObjectiveError(f"could not define the function: {type(err).__name__}: {err}") from None
     fn = scope.get(screened.function_name)
     if not isinstance(fn, types.FunctionType):

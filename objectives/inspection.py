@@ -1,6 +1,7 @@
 """``disco inspect NAME_OR_FILE --out DIR``: the plot and the summary of one loss.
 
-Writes ``<name>_inspect.png`` (f and df/d(beta*rho) beside DPO, full range and zoomed near 0),
+``<name>`` is the loss's function name (a registry name as is), as ``disco validate`` reports it;
+beta defaults to 0.1, the campaign's and ``disco validate``'s default. Writes ``<name>_inspect.png`` (f and df/d(beta*rho) beside DPO, full range and zoomed near 0),
 ``<name>_summary.json`` and ``<name>_summary.md`` into DIR. A registry name runs in this process;
 a file is screened, translated from its AST, and run only inside the sandbox.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from objectives.analysis import Analysis, analyse, profile
+from objectives.analysis import DEFAULT_BETA, Analysis, analyse, profile
 from objectives.base import ObjectiveError
 from objectives.baselines import REGISTRY
 from objectives.plots import plot_profiles
@@ -19,7 +20,7 @@ from objectives.registry import UnknownNameError
 REFERENCE = "dpo"
 
 
-def inspect_objective(x, out_dir, beta: float = 0.05) -> dict:
+def inspect_objective(x, out_dir, beta: float = DEFAULT_BETA) -> dict:
     """Analyse ``x``, write the PNG, JSON and Markdown into ``out_dir``; return the summary."""
     analysis = analyse(x, beta)
     out = Path(out_dir)

@@ -84,14 +84,14 @@ def probe_kind(fn, beta: float = 0.1) -> str:
     return "pointwise"
 
 
-def _read(x) -> tuple[str, str | None]:
-    """Return (source, default name) for a path or a source string."""
+def _read(x) -> str:
+    """The source of a path or a source string."""
     if isinstance(x, Path) or (isinstance(x, str) and "\n" not in x and x.endswith(".py")):
         path = Path(x)
         if not path.is_file():
             raise ObjectiveError(f"no such file: {path}")
-        return path.read_text(), path.stem
-    return x, None
+        return path.read_text()
+    return x
 
 
 def load(x, *, name: str | None = None, kind: str | None = None, probe: bool = True) -> Objective:
@@ -102,7 +102,7 @@ def load(x, *, name: str | None = None, kind: str | None = None, probe: bool = T
         return REGISTRY.get(x)
     if isinstance(x, str) and "def " not in x and not x.endswith(".py") and not os.path.exists(x):
         REGISTRY.get(x)  # raises with a "did you mean"
-    source, default_name = _read(x)
+    source = _read(x)
     screened = screen(source)
     form = detect_form(screened.params)
     call = _wrap(compile_function(source), form)
@@ -111,7 +111,8 @@ def load(x, *, name: str | None = None, kind: str | None = None, probe: bool = T
     elif kind not in KINDS:
         raise ObjectiveError(f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
     doc = (call.__doc__ or "").strip().splitlines()
-    return Objective(name=name or default_name or screened.function_name, fn=call, form=form,
+    # named after its function, a file too: as `disco validate`, `disco inspect` and the campaign
+    return Objective(name=name or screened.function_name, fn=call, form=form,
                      kind=kind, source=source, description=doc[0] if doc else "")
 
 

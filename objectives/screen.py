@@ -22,8 +22,10 @@ reach the model (:mod:`inner_loop.trainer`). What the screen refuses:
   model's parameters and edit them);
 * the builtins that evaluate, import or reflect (exec, eval, compile, open, __import__, globals,
   getattr, type, ...);
-* anything at top level other than imports, a docstring and exactly one function; decorators,
-  non-constant default arguments, classes, generators, async code, global/nonlocal.
+* anything at top level other than imports, a docstring, constant assignments (``EPS = 0.1``,
+  ``TAU = -1 / 20``, ``NAME = "text"``: one name, a number or string, unary minus and + - * / of
+  numbers, nothing that calls anything; see :func:`_check_constant`) and exactly one function;
+  decorators, non-constant default arguments, classes, generators, async code, global/nonlocal.
 """
 
 from __future__ import annotations
@@ -86,6 +88,47 @@ class Screened:
 
 def _refuse(node: ast.AST | None, reason: str):
     raise ObjectiveError(reason, getattr(node, "lineno", None))
+
+
+CONSTANT_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div)
+MAX_CONSTANT_NODES = 40  # a constant expression is small: nothing to compute at load time
+MAX_CONSTANT_EXPONENT = 64
+SHADOWED = frozenset({"torch", "F", "math"})  # the names the loss's namespace provides
+
+
+def _check_constant(node: ast.AST) -> None:
+    """Accept ``NAME = <constant>`` at top level: a number or a string, or numbers combined with
+    unary +/-, + - * / and ``**`` of two literal numbers (exponent up to 64); refuse anything else."""
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+        target = "several targets" if isinstance(node, ast.Assign) and len(node.targets) > 1 else "not a name"
+        _refuse(node, f"a top-level assignment must bind one name to a constant ({target})")
+    name = node.targets[0].id
+    if name in SHADOWED:
+        _refuse(node, f"a top-level constant may not be named {name!r} (the loss uses that name)")
+    value = node.value
+    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+        return
+    if sum(1 for _ in ast.walk(value)) > MAX_CONSTANT_NODES:
+        _refuse(node, f"the top-level constant {name} is too long an expression")
+    if not _numeric(value):
+        _refuse(node, f"the top-level constant {name} must be a number, a string or simple arithmetic of "
+                      "numbers (+ - * / and unary minus), with no names or calls")
+
+
+def _numeric(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return _numeric(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, CONSTANT_OPS):
+        return _numeric(node.left) and _numeric(node.right)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):  # 10 ** -3, 2 ** 0.5
+        base, exp = node.left, node.right
+        if isinstance(exp, ast.UnaryOp) and isinstance(exp.op, ast.USub):
+            exp = exp.operand
+        return (all(isinstance(n, ast.Constant) and type(n.value) in (int, float) for n in (base, exp))
+                and abs(exp.value) <= MAX_CONSTANT_EXPONENT)
+    return False
 
 
 def _check_import(node: ast.Import | ast.ImportFrom) -> None:
@@ -180,6 +223,8 @@ def screen(source: str) -> Screened:
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(
                 node.value.value, str):
             continue  # a docstring or a stray string
+        elif isinstance(node, ast.Assign):
+            _check_constant(node)
         else:
             _refuse(node, f"only imports and one function may appear at top level, found "
                           f"{type(node).__name__}")

@@ -13,7 +13,8 @@ function is a function of rho when substituting pc = rho + rc + pr - rr removes 
 
 Registry objectives are trusted project code: their module constants (``LRML_TAU``) and helper
 functions (``margin``) are read from the module and inlined. For source text only the imports it
-declares (and the torch, F, math that DiscoPOP's prompts promise) are known names.
+declares (and the torch, F, math that DiscoPOP's prompts promise) and its module-level numeric
+constants (``EPS = 0.1``, which the screen allows) are known names.
 """
 
 from __future__ import annotations
@@ -398,6 +399,13 @@ def _imported_names(tree: ast.Module) -> dict:
                 full = f"{node.module}.{alias.name}"
                 is_module = full in ("torch.nn.functional", "torch.nn", "torch.special")
                 names[alias.asname or alias.name] = (_Module if is_module else _Function)(full)
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:  # a screened module-level constant (EPS = 0.1): numbers become exact sympy numbers
+                value = _Translator({}).expr(node.value, {})
+            except (Untranslatable, ZeroDivisionError, TypeError, ValueError):
+                continue
+            if isinstance(value, sympy.Number):
+                names[node.targets[0].id] = value
     return names
 
 

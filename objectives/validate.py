@@ -97,8 +97,9 @@ def render(report: ValidationReport) -> str:
     if report.name or report.kind:
         lines.append(f"  name {report.name}  form {report.form}  kind {report.kind}")
     for c in report.checks:
-        mark = "ok  " if c.passed else "FAIL"
-        lines.append(f"  [{mark}] {c.name}" + (f": {c.reason}" if c.reason else ""))
+        mark = "skip" if c.skipped else ("ok  " if c.passed else "FAIL")
+        why = c.details.get("skipped") if c.skipped else c.reason
+        lines.append(f"  [{mark}] {c.name}" + (f": {why}" if why else ""))
     for w in report.warnings:
         lines.append(f"  warning: {w}")
     if report.layers:

@@ -89,3 +89,13 @@ def test_every_baseline_cites_its_equation_at_the_implementing_line():
         obj = objectives.get(name)
         assert "Eq." in obj.citation, name
         assert "# " in obj.source or name in {"ipo", "ipo_norm"}, name
+
+
+def test_every_registry_source_holds_its_whole_formula():
+    """`disco objectives list --source` and the campaign's seeded archive show each objective's source:
+    no private helper may hide the formula (IPO's used to read `return _ipo(...)`)."""
+    for name in REGISTRY:
+        source = objectives.get(name).source
+        assert "_ipo" not in source and "return _" not in source, name
+    for name in ("ipo", "ipo_norm"):
+        assert "(margin(pc, pr, rc, rr) - 1.0 / (2.0 * beta)) ** 2" in objectives.get(name).source

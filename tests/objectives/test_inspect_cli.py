@@ -41,6 +41,17 @@ def test_inspect_file_runs_in_the_sandbox_and_prints_text(tmp_path, capsys):
     assert not summary["code_ran"].startswith("in-process (registry")
 
 
+def test_inspect_names_a_file_after_its_function_with_validates_default_beta(tmp_path, capsys):
+    """As `disco validate` does: the function's name (not the file's) and beta 0.1 by default."""
+    path = tmp_path / "attempt_3.py"
+    path.write_text("import torch\n\ndef wide_hinge(rho, beta):\n    return torch.relu(2 - beta * rho)\n")
+    assert _disco(["inspect", str(path), "--out", str(tmp_path / "out"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["name"] == "wide_hinge" and summary["beta"] == 0.1
+    assert (tmp_path / "out" / "wide_hinge_inspect.png").is_file()
+    assert not list((tmp_path / "out").glob("attempt_3*"))
+
+
 def test_refused_file_and_unknown_name_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.py"
     bad.write_text("import os\n\ndef f(rho, beta):\n    return rho\n")

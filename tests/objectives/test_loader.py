@@ -5,6 +5,7 @@ import torch
 
 import objectives
 from objectives import ObjectiveError
+from objectives.screen import screen
 from tests.objectives.sources import DPO_METHOD as METHOD_FORM
 
 
@@ -44,11 +45,11 @@ def test_names_come_from_the_function_or_argument():
     assert objectives.load(PLAIN_FORM, name="mine").name == "mine"
 
 
-def test_file_path_loads_with_file_stem_as_name(tmp_path):
+def test_file_path_loads_named_after_its_function_not_the_file(tmp_path):
     path = tmp_path / "my_loss.py"
     path.write_text(RHO_FORM)
     obj = objectives.load(str(path))
-    assert obj.name == "my_loss" and obj.form == "rho"
+    assert obj.name == screen(RHO_FORM).function_name == "of_margin" and obj.form == "rho"
 
 
 def test_registry_name_returns_the_baseline():
@@ -76,3 +77,16 @@ def test_wrong_parameter_count_is_a_clear_error():
 def test_method_form_needs_all_four_tensors():
     with pytest.raises(ObjectiveError, match="method form"):
         objectives.load("def f(self, pc, pr):\n    return pc\n")
+
+
+def test_module_level_constants_are_globals_of_the_loaded_function():
+    obj = objectives.load("import torch.nn.functional as F\n\nEPS = 0.1\nSHIFT = -2 * 0.25\n\n"
+                          "def f(rho, beta):\n    return F.softplus(-beta * rho + SHIFT) * (1 - EPS)\n")
+    rho = torch.tensor([0.0, 10.0], dtype=torch.float64)
+    expected = torch.nn.functional.softplus(-0.1 * rho - 0.5) * 0.9
+    assert torch.allclose(obj.of_rho(rho, 0.1), expected)
+
+
+def test_a_constant_that_fails_at_load_time_is_an_objective_error():
+    with pytest.raises(ObjectiveError, match="could not define the function: ZeroDivisionError"):
+        objectives.load("EPS = 1 / 0\n\ndef f(rho, beta):\n    return rho * EPS\n")

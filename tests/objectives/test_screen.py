@@ -16,7 +16,12 @@ REFUSALS = [
     ("def f(rho, beta):\n    return '{0.relu}'.format(F)\n", 2, ".format"),
     ("def f(rho, beta):\n    return globals()\n", 2, "'globals'"),
     ("def f(rho, beta):\n    return torch.load('x')\n", 2, ".load"),
-    ("x = 1\ndef f(rho, beta):\n    return rho\n", 1, "only imports and one function"),
+    ("for i in []:\n    pass\ndef f(rho, beta):\n    return rho\n", 1, "only imports and one function"),
+    ("x = print(1)\ndef f(rho, beta):\n    return rho\n", 1, "must be a number, a string or simple"),
+    ("x = EPS = 1\ndef f(rho, beta):\n    return rho\n", 1, "bind one name to a constant"),
+    ("X = 10 ** 10 ** 10\ndef f(rho, beta):\n    return rho\n", 1, "must be a number"),
+    ("X = 'a' * 9\ndef f(rho, beta):\n    return rho\n", 1, "must be a number"),
+    ("F = 0.5\ndef f(rho, beta):\n    return rho\n", 1, "may not be named 'F'"),
     ("def f(rho, beta):\n    return rho\ndef g(rho, beta):\n    return rho\n", 3, "exactly one top-level function"),
     ("@staticmethod\ndef f(rho, beta):\n    return rho\n", 2, "decorators"),
     ("def f(rho, beta=print('hi')):\n    return rho\n", 1, "default arguments must be constants"),
@@ -40,6 +45,8 @@ def test_refusal_names_line_and_reason(source, line, reason):
     "import torch\nimport torch.nn.functional as F\nimport math\ndef f(rho, beta):\n    return F.softplus(-beta * rho) * math.pi\n",
     "from torch.nn import functional as F\ndef f(rho, beta):\n    return F.relu(rho)\n",
     '"""A docstring."""\ndef f(rho, beta):\n    def inner(x):\n        return x * 2\n    return inner(rho)\n',
+    "EPS = 0.1\nTAU = -1 / 20\nK = (1 + 2) * 3 - 4 / 5\nP = 10 ** -3\nNAME = 'smooth'\n"
+    "def f(rho, beta):\n    return rho * EPS\n",
 ])
 def test_honest_code_passes(source):
     assert screen(source).function_name == "f"

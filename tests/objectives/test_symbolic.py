@@ -115,3 +115,11 @@ def test_torch_square_translates_like_power_of_two():
     t = translate("import torch\ndef f(rho, beta):\n    return torch.square(1 - beta * rho)\n")
     assert t.expr is not None, t.reason
     assert sympy.simplify(t.expr - (1 - Z) ** 2) == 0
+
+
+def test_module_level_constants_are_inlined_exactly():
+    source = ("import torch.nn.functional as F\n\nEPS = 0.1\nSCALE = -2.0 * 0.5\n\n"
+              "def eps_loss(rho, beta):\n    return -F.logsigmoid(beta * rho) * (1 - EPS) * -SCALE\n")
+    t = translate(source)
+    assert t.pointwise, t.reason
+    assert sympy.simplify(t.expr - sympy.Rational(9, 10) * sympy.log(1 + sympy.exp(-Z))) == 0

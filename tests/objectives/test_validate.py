@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from objectives import sandbox
-from objectives.validate import ValidationReport, validate
+from objectives.validate import ValidationReport, render, validate
 from tests.objectives.sources import DPO_LOGPS, DPO_METHOD, DPO_RHO, FLIPPED_DPO, LRML_METHOD
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,3 +107,57 @@ def test_human_output(tmp_path, capsys):
     assert out.startswith("VALID") and "warning: direction" in out and "isolation: process" in out
     assert main_validate(Namespace(file=str(tmp_path / "missing.py"), beta=0.1, json=False)) == 1
     assert capsys.readouterr().out.startswith("INVALID: no such file")
+
+
+MISSPELT = "import torch.nn.functional as F\n\ndef typo(rho, beta):\n    return -F.logsigmod(beta * rho)\n"
+RAISES_ON_LARGE_BATCHES = '''
+import torch.nn.functional as F
+
+def picky(rho, beta):
+    if rho.numel() > 500:
+        raise ValueError("too many pairs")
+    return -F.logsigmoid(beta * rho)
+'''
+
+
+def test_a_loss_that_cannot_run_fails_once_and_the_other_checks_are_skipped_not_ok():
+    report = validate(MISSPELT)
+    assert not report.valid
+    assert report.reason == ("output: raised AttributeError: module 'torch.nn.functional' has no attribute "
+                             "'logsigmod' (at line 4 of the loss)")
+    failed = [c.name for c in report.checks if not c.passed]
+    skipped = [c.name for c in report.checks if c.skipped]
+    assert failed == ["output"]
+    assert skipped == ["finite", "gradient", "deterministic", "inputs_unchanged", "kind", "permutation",
+                       "direction"]
+    assert all(c.reason == "not run: the output check failed" for c in report.checks if c.skipped)
+    out = render(report)
+    assert out.count("logsigmod") == 2  # the headline and the one failed check
+    assert "[skip] direction: the output check failed" in out and "[ok  ] direction" not in out
+
+
+def test_a_later_check_raising_the_same_error_is_skipped_and_direction_does_not_claim_ok():
+    report = validate(RAISES_ON_LARGE_BATCHES)
+    by_name = {c.name: c for c in report.checks}
+    assert not by_name["finite"].passed and "raised ValueError: too many pairs" in by_name["finite"].reason
+    assert by_name["gradient"].skipped
+    assert by_name["gradient"].reason == "not run: raises the same ValueError as the finite check"
+    assert by_name["deterministic"].passed and not by_name["deterministic"].skipped
+    assert by_name["direction"].skipped
+    assert by_name["direction"].reason == "not run: the gradient check did not run"
+
+
+def test_permutation_of_a_batch_objective_is_skipped_as_not_applicable():
+    report = validate("kto_pair")
+    assert report.valid
+    permutation = next(c for c in report.checks if c.name == "permutation")
+    assert permutation.skipped and permutation.reason == "not run: does not apply to a batch objective"
+    assert report.to_dict()["checks"][-2]["skipped"] is True
+
+
+def test_module_level_constants_load_and_validate():
+    source = ("import torch.nn.functional as F\n\nEPS = 0.1\nSCALE = -2.0 * 0.5\nNAME = 'smoothed'\n\n"
+              "def eps_loss(rho, beta):\n    return -F.logsigmoid(beta * rho) * (1 - EPS) * -SCALE\n")
+    report = validate(source)
+    assert report.valid, report.reason
+    assert report.name == "eps_loss" and report.warnings == []
