@@ -68,7 +68,7 @@ def say(text: str = "", file=None) -> None:
 
 
 def _fail(message: str) -> int:
-    say(f"disco: {message}", file=sys.stderr)
+    say(f"disco: error: {' '.join(str(message).split())}", file=sys.stderr)
     return 2
 
 
@@ -94,6 +94,11 @@ def _run(args) -> int:
         if args.max_steps is not None:
             settings["overrides"] = {**settings.get("overrides", {}), "max_steps": args.max_steps}
         config = CampaignConfig.from_dict(settings)
+        if config.trainer == CampaignConfig.trainer:  # the real runner: its task and overrides must exist
+            from inner_loop.commands import check_overrides
+            from inner_loop.tasks import TASKS
+            TASKS.get(config.task)
+            check_overrides(config.overrides, config.task, flag="overrides:")
         result = run_campaign(args.out, config, progress=not args.quiet)
     except ProposerError as err:
         hint = f" (what is done is saved: continue with `disco resume {args.out}`)" \
@@ -157,7 +162,30 @@ def status(directory: str, top: int = 10) -> dict:
         out["tokens"] = {k: sum(r[k] or 0 for r in archive.rows()) for k in
                          ("prompt_tokens", "completion_tokens")}
         out["config"] = archive.config
+        out["state"], out["pid"] = run_state(directory, archive)
     return out
+
+
+def run_state(directory: str, archive) -> tuple[str, str | None]:
+    """("running", pid) while a live process holds ``DIR/campaign.lock``; else "finished" when every
+    row is final and the campaign has all its candidates, "stopped" when not (a crash, Ctrl-C, an
+    endpoint that went down: ``disco resume DIR`` continues it)."""
+    from discovery.campaign import lock_state
+    held, pid = lock_state(directory)
+    if held:
+        return "running", pid
+    wanted = (archive.config or {}).get("candidates") or 0
+    unfinished = archive.count(status=("proposed", "training"))
+    done = not unfinished and archive.count(kind="candidate") >= wanted
+    return ("finished" if done else "stopped"), None
+
+
+def state_line(s: dict) -> str:
+    if s["state"] == "running":
+        return f"running (pid {s['pid'] or '?'})"
+    if s["state"] == "stopped":
+        return f"stopped (not finished; resume with: disco resume {s['dir']})"
+    return "finished"
 
 
 def _status(args) -> int:
@@ -172,6 +200,7 @@ def _status(args) -> int:
     cfg = s["config"]
     say(f"campaign {s['dir']}: proposer {cfg.get('proposer')}, task {cfg.get('task')}, "
           f"seeds {cfg.get('seeds')}, beta {cfg.get('beta')}, fitness = mean {cfg.get('metric')}")
+    say(f"state: {state_line(s)}")
     say("counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) +
           f"  (of {cfg.get('candidates')} candidates)")
     if any(s["tokens"].values()):

@@ -10,7 +10,59 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from pathlib import Path
+
+
+class UserError(ValueError):
+    """A mistake in what a person asked for (a flag, a name, a file): ``disco`` prints it as one
+    line, ``disco: error: <message>``, and exits 2 (``disco --debug`` shows the traceback)."""
+
+
+def check(name: str, value, kind: str, wording: str | None = None) -> None:
+    """Raise :class:`UserError` unless ``value`` is of ``kind``, one of ``KINDS`` (e.g. ``"> 0"``
+    for a number above zero, ``"int >= 1"`` for a positive integer); the message names the range."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_number = (is_int or isinstance(value, float)) and not (isinstance(value, float) and math.isnan(value))
+    ok, words = KINDS[kind]
+    if not ((is_int if kind.startswith("int") else is_number) and ok(value)):  # NaN is no number
+        raise UserError(f"{name} must be {wording or words}, not {value!r}")
+
+
+KINDS = {
+    "number": (lambda v: True, "a number"),
+    "> 0": (lambda v: v > 0, "a number > 0"),
+    ">= 0": (lambda v: v >= 0, "a number >= 0"),
+    "int": (lambda v: True, "an integer"),
+    "int >= 0": (lambda v: v >= 0, "an integer >= 0"),
+    "int >= 1": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+# the valid range of every numeric field of CampaignConfig (None: not set, allowed where listed)
+RANGES = {
+    "candidates": "int >= 0", "seed": "int", "beta": "> 0", "workers": "int >= 1",
+    "train_timeout": "> 0", "validate_timeout": "> 0", "max_attempts": "int >= 1",
+    "temperature": ">= 0", "max_tokens": "int >= 1", "request_timeout": "> 0", "max_retries": "int >= 0",
+    "retry_base_delay": ">= 0", "retry_max_delay": ">= 0", "max_new_tokens": "int >= 1",
+    "n_best": "int >= 0", "n_recent": "int >= 0", "n_failures": "int >= 0",
+    "max_code_chars": "int >= 1", "max_error_chars": "int >= 1",
+}
+OPTIONAL = {"beta"}
+CHOICES = {"dedupe": ("function", "training"), "isolation": ("auto", "none", "process", "sandbox")}
+
+
+def check_seeds(seeds, name: str = "seeds") -> tuple[int, ...]:
+    """``seeds`` as a tuple of distinct integers, at least one; else a :class:`UserError`."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise UserError(f"{name} must be a list of integers, not {seeds!r}")
+    seeds = tuple(seeds)
+    for s in seeds:
+        check(f"each of {name}", s, "int")
+    if not seeds:
+        raise UserError(f"{name} must hold at least one integer seed")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{name} must be distinct (a repeated seed counts one run twice), not {list(seeds)}")
+    return seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,16 +123,21 @@ class CampaignConfig:
     inspector: str = "objectives.inspection:inspect_objective"
 
     def __post_init__(self):
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "seeds", check_seeds(self.seeds))
+        for name, kind in RANGES.items():
+            if not (name in OPTIONAL and getattr(self, name) is None):
+                check(name, getattr(self, name), kind)
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise UserError(f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
+        if isinstance(self.baselines, str) or not isinstance(self.overrides or {}, dict):
+            raise UserError("baselines must be a list of objective names and overrides a mapping")
         object.__setattr__(self, "baselines", tuple(self.baselines))
         object.__setattr__(self, "overrides", dict(self.overrides or {}))
-        object.__setattr__(self, "mt_bench_questions", tuple(int(q) for q in self.mt_bench_questions or ()))
-        if self.candidates < 0 or self.workers < 1 or not self.seeds:
-            raise ValueError("need candidates >= 0, workers >= 1 and at least one seed")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.dedupe not in ("function", "training"):
-            raise ValueError(f"dedupe must be 'function' or 'training', not {self.dedupe!r}")
+        questions = tuple(self.mt_bench_questions or ())
+        for q in questions:
+            check("each of mt_bench_questions", q, "int")
+        object.__setattr__(self, "mt_bench_questions", questions)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CampaignConfig":
@@ -91,7 +148,7 @@ class CampaignConfig:
             for k in unknown:
                 close = difflib.get_close_matches(k, known, n=1)
                 hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"unknown campaign setting {', '.join(hints)}")
+            raise UserError(f"unknown campaign setting {', '.join(hints)}")
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -117,7 +174,27 @@ def task_beta(task: str, overrides: dict | None = None) -> float:
 
 def load_yaml(path: str | Path) -> dict:
     import yaml
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of campaign settings")
+        raise UserError(f"{path}: expected a mapping of campaign settings")
     return data
+
+
+CONFIG_YAML = "config.yaml"
+
+
+def save_yaml(config: CampaignConfig, directory: str | Path) -> Path:
+    """Write ``DIR/config.yaml``: the resolved config, for people (the archive keeps its own copy,
+    which is what ``disco resume`` reads; ``disco run --config DIR/config.yaml`` repeats it)."""
+    import yaml
+    path = Path(directory) / CONFIG_YAML
+    path.write_text("# The resolved settings of this campaign, written by `disco run` / `disco resume`.\n"
+                    "# Editing this file changes nothing: `disco resume DIR` reads archive.sqlite. To start\n"
+                    "# a new campaign like this one: disco run --config DIR/config.yaml --out NEW_DIR\n"
+                    + yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False))
+    return path

@@ -37,18 +37,20 @@ def reserved_hint(keys) -> str:
 
 
 def check_reserved(keys, where: str) -> None:
+    from discovery.config import UserError
     clash = [k for k in keys if k in RESERVED]
     if clash:
-        raise SystemExit(f"{where}: cannot override {reserved_hint(clash)}")
+        raise UserError(f"{where}: cannot override {reserved_hint(clash)}")
 
 
 def parse_overrides(items) -> tuple:
     """``["max_steps=20", "lr=1e-5"]`` -> sorted ``(("lr", 1e-05), ("max_steps", 20))``."""
+    from discovery.config import UserError
     out = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = parse_value(value.strip())
     check_reserved(out, "--set")
     return tuple(sorted(out.items()))
@@ -56,6 +58,34 @@ def parse_overrides(items) -> tuple:
 
 def _runner_kwargs(args) -> dict:
     return {"isolation": args.isolation, "timeout": args.timeout}
+
+
+def check_args(args, *, betas=(), beta_flag="--beta", seeds=None, task=None, overrides=()) -> None:
+    """The ranges of the flags compare and heldout share (a :class:`~discovery.config.UserError`
+    names the valid range): betas > 0, seeds distinct integers, timeout > 0, n_boot >= 1; the task's
+    name, the --set keys and, on the synthetic task, the metric's name (each with a "did you mean")."""
+    from discovery.config import UserError, check, check_seeds
+    for b in betas:
+        check(beta_flag, b, "> 0")
+    if seeds is not None:
+        check_seeds(seeds, "--seeds")
+    check("--timeout", args.timeout, "> 0")
+    check("--n-boot", args.n_boot, "int >= 1")
+    if task is not None:
+        from inner_loop.commands import check_overrides
+        from inner_loop.tasks import TASKS
+        TASKS.get(task)  # an unknown task raises with a "did you mean"
+        check_overrides(dict(overrides), task)
+        metric = getattr(args, "metric", None)
+        if task == "synthetic" and metric is not None:
+            import difflib
+
+            from inner_loop.glossary import GLOSSARY
+            known = [k for k in GLOSSARY if k != "fitness"]
+            if metric not in known:
+                close = difflib.get_close_matches(metric, known, n=1)
+                raise UserError(f"unknown --metric {metric!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                                + f" (known: {', '.join(known)})")
 
 
 def _log(message: str) -> None:
@@ -87,8 +117,10 @@ def cmd_compare(args) -> int:
 
     from evaluation.compare import Setting, format_table, jsonable, resolve_objectives, run_grid, summarize
 
-    objectives = resolve_objectives(args.objectives, baselines=args.baselines)
     overrides = parse_overrides(args.overrides)
+    check_args(args, betas=() if args.beta is None else (args.beta,), seeds=args.seeds, task=args.task,
+               overrides=overrides)
+    objectives = resolve_objectives(args.objectives, baselines=args.baselines)
     settings = [Setting(seed=s, task=args.task, beta=args.beta, overrides=overrides) for s in args.seeds]
     runs = run_grid(objectives, settings, runner=RUNNER, out_dir=args.out, log=_log, **_runner_kwargs(args))
     table = summarize(runs, args.metric, baselines=args.baselines, n_boot=args.n_boot)
@@ -106,15 +138,18 @@ def cmd_compare(args) -> int:
 def cmd_heldout(args) -> int:
     from evaluation.campaign import CampaignError
     from evaluation.compare import format_table
+    from discovery.config import check
     from evaluation.heldout import HeldoutError, evaluate_heldout
 
+    check_args(args, betas=args.betas or (), beta_flag="each of --betas", seeds=args.seeds)
+    check("--top", args.top, "int >= 1")
     try:
         result = evaluate_heldout(args.dir, top=args.top, tasks=args.tasks, seeds=args.seeds, betas=args.betas,
                                   metric=args.metric, allow_used=args.allow_used,
                                   overrides=parse_overrides(args.overrides), runner=RUNNER, log=_log,
                                   n_boot=args.n_boot, **_runner_kwargs(args))
     except (HeldoutError, CampaignError) as err:
-        print(_shown(f"disco heldout: {err}"), file=sys.stderr)
+        print(_shown(f"disco: error: {err}"), file=sys.stderr)
         return 2
     print(json.dumps(result.to_dict(), indent=1) if args.json else _shown(format_table(result.table)))
     print(f"\nwrote {result.path}", file=sys.stderr)
@@ -150,7 +185,7 @@ def cmd_report(args) -> int:
     try:
         path = write_report(args.dir, out=args.out)
     except CampaignError as err:
-        print(f"disco report: {err}", file=sys.stderr)
+        print(_shown(f"disco: error: {err}"), file=sys.stderr)
         return 2
     print(path)
     return 0

@@ -10,7 +10,6 @@ of the two tuples. Heavy imports happen inside the handlers so ``disco --help`` 
 from __future__ import annotations
 
 import json
-import sys
 
 
 def register(subparsers) -> None:
@@ -86,16 +85,27 @@ TOP_LEVEL: tuple = ()   # heldout, compare, report go here (or into EVAL_SUBCOMM
 
 
 # ------------------------------------------------------------------------------------ handlers
+def _check_judge(args) -> None:
+    """The judge flags' ranges (a :class:`~discovery.config.UserError` names the valid one)."""
+    from discovery.config import check
+    check("--judge-timeout", args.judge_timeout, "> 0")
+    check("--judge-retries", args.judge_retries, "int >= 0")
+
+
 def _make_judge(args):
     from evaluation.judge import OpenAIJudge
+    _check_judge(args)
     return OpenAIJudge(args.judge_base_url, args.judge_model, args.judge_api_key_env,
                        timeout=args.judge_timeout, max_retries=args.judge_retries)
 
 
 def _mt_bench(args) -> int:
+    from discovery.config import check
     from evaluation import mt_bench
     from evaluation.judge import JudgmentCache
 
+    check("--parallel", args.parallel, "int >= 1")
+    _check_judge(args)
     data = mt_bench.load_fastchat(args.fastchat_data)
     answers = mt_bench.load_answers(args.answers)
     judgments = mt_bench.judge_answers(_make_judge(args), data, answers, JudgmentCache(args.cache),
@@ -119,6 +129,16 @@ def _mt_bench(args) -> int:
 def _generate_mt_bench(args) -> int:
     from pathlib import Path
 
+    from discovery.config import UserError, check
+    check("--max-new-tokens", args.max_new_tokens, "int >= 1")
+    wanted = None
+    if args.question_ids:
+        try:
+            wanted = {int(x) for x in args.question_ids.split(",")}
+        except ValueError:
+            raise UserError(f"--question-ids must be comma-separated integers, e.g. 81,82; not "
+                            f"{args.question_ids!r}") from None
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -126,8 +146,7 @@ def _generate_mt_bench(args) -> int:
 
     data = mt_bench.load_fastchat(args.fastchat_data)
     questions = data.questions
-    if args.question_ids:
-        wanted = {int(x) for x in args.question_ids.split(",")}
+    if wanted is not None:
         questions = [q for q in questions if q["question_id"] in wanted]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -141,16 +160,18 @@ def _generate_mt_bench(args) -> int:
 
 
 def _alpaca(args) -> int:
+    from discovery.config import UserError, check
     from evaluation import alpaca
     from evaluation.judge import JudgmentCache
 
+    check("--judge-temperature", args.judge_temperature, ">= 0")
+    _check_judge(args)
     if args.annotations:
         with open(args.annotations, encoding="utf-8") as f:
             annotations = json.load(f)
     else:
         if not (args.reference and args.judge_base_url and args.judge_model):
-            print("--outputs needs --reference, --judge-base-url and --judge-model", file=sys.stderr)
-            return 2
+            raise UserError("--outputs needs --reference, --judge-base-url and --judge-model")
         with open(args.outputs, encoding="utf-8") as f:
             outputs = json.load(f)
         with open(args.reference, encoding="utf-8") as f:

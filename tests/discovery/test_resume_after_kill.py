@@ -53,6 +53,8 @@ def test_kill_9_during_training_then_resume(tmp_path):
     proc.wait(timeout=30)
     with Archive.open(out) as a:
         assert [r["status"] for r in a.rows(status="training")] == ["training"]
+    from discovery.commands import status  # its lock file is left behind, held by no one
+    assert (out / "campaign.lock").exists() and status(str(out))["state"] == "stopped"
 
     resumed = disco("resume", str(out), env=env)
     output, _ = resumed.communicate(timeout=120)

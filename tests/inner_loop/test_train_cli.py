@@ -37,3 +37,15 @@ def test_disco_train_failure_exits_nonzero(tmp_path):
     assert proc.returncode == 1
     result = json.loads(proc.stdout)
     assert result["status"] == "failed" and result["reason"] == "non-finite loss (nan) at step 1"
+
+
+def test_user_errors_are_one_line_exit_2_no_traceback():
+    # was a 19-line traceback ending in UnknownNameError, exit 1
+    proc = subprocess.run([sys.executable, "-m", "discovery.cli", "train", "--task", "nosuchtask"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("disco: error: unknown task 'nosuchtask' (known: ") and "synthetic" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "discovery.cli", "train", "--beta", "-1"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (proc.returncode, proc.stderr) == (2, "disco: error: --beta must be a number > 0, not -1.0\n")
