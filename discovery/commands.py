@@ -252,7 +252,8 @@ def _show(args) -> int:
         if isinstance(listed, dict):  # {name: outcome} or [{"name", "passed", "reason"}, ...]
             listed = [{"name": k, "passed": v} for k, v in listed.items()]
         for c in listed:
-            mark = "ok" if c.get("passed") in (True, None) else "FAILED"
+            mark = ("skipped" if c.get("skipped") else "ok" if c.get("passed") in (True, None)
+                    else "FAILED")
             say(f"  {c.get('name')}: {mark}" + (f" ({c['reason']})" if c.get("reason") else ""))
         if checks.get("layers"):
             say(f"  sandbox layers: {', '.join(checks['layers'])}")

@@ -82,3 +82,19 @@ def test_endpoint_failures_stop_cleanly_and_resume_continues(tmp_path, capsys, m
     with Archive.open(out) as a:
         assert [r["status"] for r in a.rows(kind="candidate")] == ["done", "duplicate"]
         assert a.config["base_url"] == up.url
+
+
+def test_show_marks_a_check_that_did_not_run_as_skipped_not_ok(tmp_path, capsys):
+    from discovery.archive import Archive
+    from discovery.config import CampaignConfig
+    with Archive.create(tmp_path / "c", CampaignConfig().to_dict()) as a:
+        cid = a.add(kind="candidate", name="typo", code="def typo(rho, beta):\n    return F.logsigmod(rho)\n")
+        a.update(cid, status="invalid", reason="output: raised AttributeError", checks={
+            "valid": False, "reason": "output: raised AttributeError",
+            "checks": [{"name": "output", "passed": False, "reason": "raised AttributeError"},
+                       {"name": "direction", "passed": True, "skipped": True,
+                        "reason": "not run: the output check failed"}]})
+    assert main(["show", str(tmp_path / "c"), str(cid)]) == 0
+    out = capsys.readouterr().out
+    assert "output: FAILED" in out and "direction: skipped (not run: the output check failed)" in out
+    assert "direction: ok" not in out
