@@ -21,24 +21,47 @@ Isolation (``isolation=``):
 Threat model of the isolated modes. The candidate's code runs, during training, with the rights of
 the training job. It can do anything the job can: read the SFT weights and training pairs, burn
 its CPU/memory/time budget, write its output folder, and write whatever it likes as its "loss log"
-or "weights". So the job is trusted with nothing that decides fitness:
+or "weights". So the job is trusted with nothing that decides fitness, and given nothing that
+does not train:
 
-* the job writes only the policy weights (``policy.safetensors``: tensors, no pickle) and its
-  loss log to a fresh folder; the trusted parent ignores everything else there;
-* the parent rebuilds the model from the task's own SFT config and loads those tensors with
-  ``strict=True`` (names and shapes must match exactly: no extra code or config is taken from
-  the job), then computes the metrics itself with :func:`inner_loop.metrics.evaluate_policy`;
-* the loss log is reported as the job's claim; it feeds no score. Non-finite weights fail the
-  candidate (a NaN that escaped the job's own check).
+* the job's inputs (:func:`job_inputs`, root-owned, read-only to the job: the sandbox gets only
+  the job folder as ``writable``) hold the SFT model, the tokenizer and the pairs cut to an
+  allow-list of training columns (token ids, reference log-probs): no gold reward or other column;
+* the loss never touches the model: the trainer calls it on detached leaf copies of the log-probs
+  and feeds its gradients back itself, so no ``grad_fn`` walk leads to a parameter; a loss that
+  still changes a parameter, gradient, buffer or optimizer state in place (version counters, as a
+  second line) fails the candidate (:mod:`inner_loop.trainer`);
+* the job writes only the policy weights (``policy.safetensors``: tensors, no pickle) and its loss
+  log to a fresh folder, a tmpfs with a quota of twice the weights + 32 MiB where
+  ``objectives.sandbox.shared_dir`` takes ``quota_mb`` (unmounted by its ``remove_shared``); the
+  trusted parent ignores everything else there;
+* the parent trusts no path in that folder (:func:`_read_job_file`): it opens the weights with
+  O_NOFOLLOW | O_NONBLOCK (no symlink is followed, a FIFO does not block), reads only a regular
+  file with one link (no hard link to another file) of at most the SFT model's float32 size plus
+  a header allowance, from that one descriptor into memory, and parses the bytes
+  (``safetensors.torch.load``); the process mode's ``job.json`` and log are read the same way;
+* the parent rebuilds the model from the task's own SFT config and loads those tensors, names and
+  shapes matching exactly (no code or config is taken from the job), then computes the metrics
+  itself (:func:`inner_loop.metrics.evaluate_policy`). Loading and scoring run under a deadline
+  (``score_timeout``, default ``timeout``), checked between the steps of loading and before every
+  module's forward of the policy, so weights that make scoring slow (subnormal floats) fail the
+  candidate with a timeout; any error while scoring a job's weights fails it too;
+* non-finite weights fail the candidate, and so does any non-finite metric (finite but absurd
+  weights, x 1e30, give a NaN KL), named in the reason;
+* the loss log is reported as the job's claim; it feeds no score.
 
 Not protected against: a candidate that trains a policy to game the gold reward (that is the
 search working, and the held-out evaluation's job to catch); in ``"process"`` mode, anything a
-same-uid process can do (read files, open sockets); kernel or torch exploits in any mode.
+same-uid process can do (read files, open sockets); kernel or torch exploits in any mode (a
+crafted safetensors header is parsed by the safetensors library); a loss that reaches the model
+by a way other than its arguments (the sandbox and the screen's business) and writes through
+``.data`` or a raw storage, which no version counter records.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import logging
@@ -46,6 +69,7 @@ import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -56,9 +80,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ISOLATIONS = ("auto", "none", "process", "sandbox")
-RUNNER_OPTIONS = ("memory_mb", "eval_kwargs")  # overrides that configure the runner itself
+RUNNER_OPTIONS = ("memory_mb", "eval_kwargs", "score_timeout")  # overrides that configure the runner itself
 JOB = "inner_loop.trainer:train_job"
+WEIGHTS, JOB_RESULT = "policy.safetensors", "job.json"  # as inner_loop.trainer writes them
+MAX_RESULT_BYTES = 64 * 2**20  # job.json (a loss log of up to a million floats)
 MAX_OUTPUT_BYTES = 16 * 2**30  # RLIMIT_FSIZE of an isolated job
+HEADER_BYTES = 2**20  # a safetensors header's allowance on top of the tensors' bytes (plus 256 per tensor)
+JOB_SLACK_MB = 32     # the sandboxed job folder's quota on top of twice the weights (job.json, trainer/)
 REPO = Path(__file__).resolve().parent.parent
 # Training defaults per task (a task may also carry ``train_defaults``). Synthetic: one epoch over
 # the 2000 pairs in 32 steps of 64; one intra-op thread, since the model's ops are too small to gain
@@ -112,11 +140,42 @@ def job_inputs(task_obj) -> Path:
     path = _shared_dir("disco-inputs-", writable=False)
     shutil.copytree(task_obj.sft_path, path / "sft")
     task_obj.tokenizer.save_pretrained(str(path / "tokenizer"))
-    task_obj.train_pairs.save_to_disk(str(path / "pairs"))
+    _training_columns(task_obj.train_pairs).save_to_disk(str(path / "pairs"))
     for p in [path, *path.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     _INPUTS[key] = path
     return path
+
+
+def _training_columns(pairs):
+    """Only the columns the job's trainer reads (an allow-list): token ids, reference log-probs,
+    and the text only where there are no token ids. Gold rewards and the like stay with the parent."""
+    from inner_loop.trainer import REF_COLUMNS, TASK_COLUMN_NAMES, TOKEN_COLUMNS
+    tokens = [c for c in (*TOKEN_COLUMNS, *TASK_COLUMN_NAMES) if c in pairs.column_names]
+    keep = tokens + [c for c in REF_COLUMNS if c in pairs.column_names]
+    if not tokens:
+        keep += [c for c in ("prompt", "chosen", "rejected") if c in pairs.column_names]
+    return pairs.select_columns(keep)
+
+
+def weights_bytes(sft_path) -> int:
+    """The bytes of the job's float32 copy of the SFT weights, from the safetensors headers in
+    ``sft_path`` (no tensor is read); falls back to twice the folder's size."""
+    total, found = 0, False
+    for f in Path(sft_path).glob("*.safetensors"):
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n)) if 0 < n < 2**27 else {}
+        for name, meta in header.items():
+            if name != "__metadata__":
+                found = True
+                numel = 1
+                for d in meta.get("shape", []):
+                    numel *= int(d)
+                total += numel * (8 if meta.get("dtype") in ("F64", "I64", "U64") else 4)
+    if found:
+        return total
+    return 2 * sum(f.stat().st_size for f in Path(sft_path).rglob("*") if f.is_file())
 
 
 # -- isolation back ends ------------------------------------------------------------------------
@@ -129,24 +188,45 @@ def _sandbox_available() -> bool:
     return True
 
 
-def _shared_dir(prefix: str, writable: bool) -> Path:
+def _shared_dir(prefix: str, writable: bool, quota_mb: int | None = None) -> Path:
     """A fresh folder the isolated job can reach: under /tmp whatever $TMPDIR says, absolute.
 
     The sandbox child sees the host's /tmp (read-only, plus its writable= folders) but not /var/tmp,
     /dev/shm or /root, and runs in its own folder: a job or inputs folder that followed $TMPDIR
-    there, or a relative path, failed the job (objectives.sandbox.shared_dir)."""
+    there, or a relative path, failed the job (objectives.sandbox.shared_dir). ``quota_mb``: the
+    sandbox mounts a tmpfs of that size there (as root), where its shared_dir takes a quota."""
     try:
         from objectives.sandbox import shared_dir
     except ImportError:
         path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None)).resolve()
         path.chmod(0o777 if writable else 0o755)
         return path
+    if quota_mb:
+        try:
+            return Path(shared_dir(prefix, writable=writable, quota_mb=int(quota_mb)))
+        except TypeError:  # a sandbox without quotas yet
+            pass
     return Path(shared_dir(prefix, writable=writable))
 
 
-def _fresh_job_dir(world_writable: bool) -> Path:
+def _remove_shared(path: Path) -> None:
+    """Unmount (a quota tmpfs) and remove a folder made by :func:`_shared_dir`."""
+    try:
+        from objectives import sandbox
+        remove = getattr(sandbox, "remove_shared", None)
+    except ImportError:
+        remove = None
+    if remove is not None:
+        try:
+            remove(str(path))
+        except Exception as err:  # noqa: BLE001 - a folder left behind is not the candidate's result
+            log.warning("could not remove job folder %s: %s", path, err)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _fresh_job_dir(world_writable: bool, quota_mb: int | None = None) -> Path:
     # world-writable for the sandbox child (uid 65534), which must write here; nothing else does
-    return _shared_dir("disco-job-", writable=world_writable)
+    return _shared_dir("disco-job-", writable=world_writable, quota_mb=quota_mb if world_writable else None)
 
 
 def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bool) -> dict:
@@ -170,10 +250,16 @@ def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bo
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return {"status": "failed", "reason": f"timeout: job killed after {timeout:g} s"}
-    result_file = job / "job.json"
-    if rc == 0 and result_file.is_file():
-        return json.loads(result_file.read_text())
-    tail = (job / "stderr.log").read_text(errors="replace")[-600:] if not progress else ""
+    # the job (same uid) controls these files: read them as the weights are, never blocking
+    if rc == 0:
+        try:
+            return json.loads(_read_job_file(job / JOB_RESULT, MAX_RESULT_BYTES))
+        except (Rejected, ValueError) as err:
+            return {"status": "failed", "reason": f"unusable {JOB_RESULT}: {err}"}
+    try:
+        tail = "" if progress else _read_job_file(job / "stderr.log", 600, tail=True).decode(errors="replace")
+    except Rejected:
+        tail = ""
     if rc < 0:
         name = signal.Signals(-rc).name
         hint = " (likely out of memory)" if -rc == signal.SIGKILL else ""
@@ -190,29 +276,143 @@ def _run_sandbox(spec: dict, timeout: float, memory_mb: int | None) -> dict:
     if memory_mb:
         kwargs["memory_mb"] = int(memory_mb)
     try:
-        return sandbox.call(JOB, spec, writable=(spec["out"], spec["inputs"]), **kwargs)
+        return sandbox.call(JOB, spec, writable=(spec["out"],), **kwargs)
     except sandbox.SandboxError as err:
         kind = getattr(err, "kind", "error")
         reason = getattr(err, "reason", str(err))
         return {"status": "failed", "reason": f"sandbox {kind}: {reason}"}
 
 
-def _load_policy(task, job: Path):
-    """The trusted side: the task's own SFT architecture + the job's tensors, strictly."""
+class Rejected(RuntimeError):
+    """The job's weights, or the scores they got, cannot be used; ``str()`` is the reason."""
+
+
+class ScoringTimeout(Rejected):
+    """Loading and scoring the job's policy ran past its deadline."""
+
+
+class _Deadline:
+    """A wall-clock bound on the trusted side's work on a job's policy, in any thread and without
+    signals: :meth:`check` between steps, and :meth:`watch` checks before every module's forward
+    of the policy, so scoring stops within one module's forward of the deadline (weights full of
+    subnormal floats, say, cannot stretch it further)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.end = float(seconds), time.monotonic() + float(seconds)
+
+    def check(self, *_):
+        if time.monotonic() > self.end:
+            raise ScoringTimeout(f"timeout: loading and scoring the policy took over {self.seconds:g} s")
+
+    @contextlib.contextmanager
+    def watch(self, model):
+        handles = [m.register_forward_pre_hook(self.check) for m in model.modules()]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+
+def _state_bytes(model) -> int:
+    """What the job's float32 copy of ``model``'s state may take: each tensor once, at least 4 bytes
+    an element, plus a header allowance."""
+    seen, total = set(), HEADER_BYTES
+    for v in model.state_dict().values():
+        if v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            total += v.numel() * max(4, v.element_size()) + 256
+    return total
+
+
+def _read_job_file(path: Path, limit: int, tail: bool = False) -> bytes:
+    """The bytes of ``path``, a file the job controls: no symlink is followed (O_NOFOLLOW), a FIFO
+    or device does not block the open (O_NONBLOCK), only a regular file with one link (not a hard
+    link to someone else's file) is read, from the one descriptor, and at most ``limit`` bytes of
+    it: a bigger file is refused, or with ``tail`` its last ``limit`` bytes are read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise Rejected(f"cannot open {path.name} ({os.strerror(err.errno)}; a symlink is refused)") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Rejected(f"{path.name} is not a regular file (mode {stat.filemode(st.st_mode)})")
+        if st.st_nlink != 1:
+            raise Rejected(f"{path.name} has {st.st_nlink} links (a hard link is refused)")
+        if tail:
+            os.lseek(fd, max(0, st.st_size - limit), os.SEEK_SET)
+        elif st.st_size > limit:
+            raise Rejected(f"{path.name} is {st.st_size} bytes, over the limit of {limit}")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(1 << 24, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if tail:
+                    return b"".join(chunks)[-limit:]
+                raise Rejected(f"{path.name} grew over the limit of {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _load_policy(task, job: Path, deadline: _Deadline | None = None):
+    """The trusted side: the task's own SFT architecture + the job's tensors, strictly. ``job`` is
+    the job's folder: nothing in it is trusted (see :func:`_read_weights`)."""
     import torch
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_bytes
+    deadline = deadline or _Deadline(600.0)
     model = task.load_sft()
-    state = load_file(str(job / "policy.safetensors"))
+    data = _read_job_file(job / WEIGHTS, _state_bytes(model))  # limit: the SFT model's size
+    deadline.check()
+    try:
+        state = load_bytes(data)
+    except Exception as err:  # noqa: BLE001 - not a safetensors file
+        raise Rejected(f"not a safetensors file: {str(err)[:200]}") from None
+    del data
+    deadline.check()
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        raise ValueError("non-finite weights")
+        raise Rejected("non-finite weights")
     missing, unexpected = model.load_state_dict(state, strict=False)
     current = model.state_dict()
     loaded = {current[k].data_ptr() for k in state if k in current}
     untied = [k for k in missing if current[k].data_ptr() not in loaded]  # tied copies are fine
     if untied or unexpected:
-        raise ValueError(f"weights do not match the SFT model: missing {sorted(untied)[:3]}, "
-                         f"unexpected {sorted(unexpected)[:3]}")
+        raise Rejected(f"weights do not match the SFT model: missing {sorted(untied)[:3]}, "
+                       f"unexpected {sorted(unexpected)[:3]}")
+    deadline.check()
     return model
+
+
+def _non_finite(metrics: dict) -> list[str]:
+    """The metrics that are NaN or infinite (standard errors aside: one prompt gives a NaN one)."""
+    import math
+    return [k for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_se")
+            and not math.isfinite(v)]
+
+
+def _score(policy, task_obj, *, seed: int, out_dir: str | None, losses: list[float], eval_kwargs: dict,
+           threads: int | None, deadline: _Deadline, trusted: bool) -> dict:
+    """The policy's metrics, under ``deadline``; raises :class:`Rejected` for a non-finite metric, a
+    timeout, or (``trusted=False``: the weights came from a job) any error while scoring."""
+    try:
+        with deadline.watch(policy):
+            deadline.check()
+            if hasattr(task_obj, "evaluate"):  # a task with its own metrics (recipe tasks keep the model)
+                metrics = task_obj.evaluate(policy, seed=seed, out_dir=out_dir, losses=losses)
+            else:
+                metrics = _evaluate(policy, task_obj, seed, eval_kwargs, threads)
+    except Rejected:
+        raise
+    except Exception as err:  # noqa: BLE001
+        if trusted:
+            raise
+        raise Rejected(f"scoring the policy failed: {type(err).__name__}: {str(err)[:300]}") from err
+    bad = _non_finite(metrics)
+    if bad:
+        raise Rejected(f"non-finite metrics: {', '.join(f'{k}={metrics[k]}' for k in bad)}")
+    return metrics
 
 
 # -- the entry point ------------------------------------------------------------------------------
@@ -278,11 +478,14 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
               "task_config": asdict(task_config) if dataclasses.is_dataclass(task_config) else None,
               "train": asdict(train_cfg), "isolation": mode, "timeout": timeout, **runner_opts}
     seconds: dict = {}
+    score_timeout = float(runner_opts.get("score_timeout") or timeout)
+    deadline = None
 
     if mode == "none":
         outcome, policy = _train_here(code, task_obj, train_cfg, timeout, progress)
     else:
-        job = _fresh_job_dir(world_writable=(mode == "sandbox"))
+        quota = (2 * weights_bytes(task_obj.sft_path)) // 2**20 + JOB_SLACK_MB if mode == "sandbox" else None
+        job = _fresh_job_dir(world_writable=(mode == "sandbox"), quota_mb=quota)
         spec = {"objective": code, "inputs": str(job_inputs(task_obj)), "train": asdict(train_cfg),
                 "out": str(job), "progress": progress}
         try:
@@ -292,27 +495,31 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
                 outcome = _run_sandbox(spec, timeout, runner_opts.get("memory_mb"))
             policy = None
             if outcome.get("status") == "done":
+                deadline = _Deadline(score_timeout)  # from here on: the job's output, under a deadline
                 try:
-                    policy = _load_policy(task_obj, job)
+                    policy = _load_policy(task_obj, job, deadline)
                 except Exception as err:  # noqa: BLE001 - bad weights are the candidate's failure
                     outcome = {**outcome, "status": "failed", "reason": f"unusable weights: {err}"}
         finally:
-            shutil.rmtree(job, ignore_errors=True)
+            _remove_shared(job)
     seconds["train"] = float(outcome.get("train_seconds") or 0.0)
     losses = [float(x) for x in outcome.get("losses", [])][:1_000_000]
     common = dict(losses=losses, steps=int(outcome.get("steps") or 0), config=config,
                   step=outcome.get("step"), seconds=seconds)
-    if outcome.get("status") != "done":
-        seconds["total"] = time.perf_counter() - start
+    metrics = None
+    if outcome.get("status") == "done":
+        t = time.perf_counter()
+        try:
+            metrics = _score(policy, task_obj, seed=seed, out_dir=out_dir, losses=losses,
+                             eval_kwargs=runner_opts.get("eval_kwargs") or {}, threads=train_cfg.threads,
+                             deadline=deadline or _Deadline(score_timeout), trusted=(mode == "none"))
+        except Rejected as err:
+            outcome = {**outcome, "status": "failed", "reason": str(err)}
+        seconds["eval"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - start
+    if metrics is None:
         result = _failed(str(outcome.get("reason") or "failed")[:1000], **common)
     else:
-        t = time.perf_counter()
-        if hasattr(task_obj, "evaluate"):  # a task with its own metrics (recipe tasks keep the model)
-            metrics = task_obj.evaluate(policy, seed=seed, out_dir=out_dir, losses=losses)
-        else:
-            metrics = _evaluate(policy, task_obj, seed, runner_opts.get("eval_kwargs") or {}, train_cfg.threads)
-        seconds["eval"] = time.perf_counter() - t
-        seconds["total"] = time.perf_counter() - start
         result = TrainResult(status="done", metrics=metrics, **common)
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

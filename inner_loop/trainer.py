@@ -36,6 +36,19 @@ Where the policy's log-probs come from (``TrainConfig.logprobs``):
 
 Both paths agree with TRL's built-in losses (tests/inner_loop/test_parity.py runs each).
 
+On both, the objective (the candidate's code) never gets a tensor of the policy's autograd graph:
+from one, plain attribute access (``.grad_fn.next_functions[..][0].variable``) reaches the model's
+parameters, and a loss that edited them through ``.data`` forged its fitness. It is called on
+detached leaf copies of the four log-prob tensors; ``torch.autograd.grad`` takes its gradients with
+respect to the two policy copies, and the loss handed to the Trainer is the surrogate
+``sum(pc * g_pc) + sum(pr * g_pr)``, shifted to the objective's value, whose backward gives the real
+log-probs exactly those gradients (times the Trainer's 1/grad_accum), so parity is unchanged. The
+objective's exceptions and wrong shapes, and any in-place change it makes to a parameter, gradient,
+buffer or optimizer state (their version counters and storage pointers are compared around the
+call; a write through ``.data`` moves neither, so this is the second line, not the first) raise
+:class:`ObjectiveFault`: the candidate fails with the reason; so does a non-finite gradient of the
+objective (a finite loss can have one), which then never reaches the weights.
+
 The zero-weighted sigmoid term adds one logsigmoid per pair; 0 * finite is exactly 0, so parity
 with TRL's built-in losses is exact up to float summation order (tests/inner_loop/test_parity.py).
 What we rely on in TRL is pinned by tests/inner_loop/test_trainer.py::test_trl_internals_we_rely_on:
@@ -89,6 +102,15 @@ class NonFiniteLoss(RuntimeError):
     def __init__(self, step: int, value: float):
         self.step, self.value = step, value
         super().__init__(f"non-finite loss ({value}) at step {step}")
+
+
+class ObjectiveFault(RuntimeError):
+    """The objective raised, returned the wrong shape, or changed the model's state (a tensor's
+    version counter or storage moved during the call); ``str()`` is the candidate's reason."""
+
+    def __init__(self, step: int, reason: str):
+        self.step = step
+        super().__init__(f"{reason} at step {step}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +214,7 @@ class ObjectiveDPOTrainer(DPOTrainer):
         self.objective, self.logprobs = objective, logprobs
         self._captured: list[Any] = []
         self._micro_losses: list[torch.Tensor] = []
+        self._tracked: list | None = None
         super().__init__(*args, **kwargs)
         self._hook = self.model.register_forward_hook(self._capture)
 
@@ -253,7 +276,14 @@ class ObjectiveDPOTrainer(DPOTrainer):
                 self._metrics[mode][key].append(float(value))
 
     def _objective_loss(self, inputs, per_token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean objective loss, summed completion log-probs [2B]) from per-token log-probs."""
+        """(mean objective loss, summed completion log-probs [2B]) from per-token log-probs.
+
+        The objective never sees a tensor of the policy's autograd graph: from one, plain attribute
+        access (``.grad_fn.next_functions[..][0].variable``) reaches the model's parameters. It is
+        called on detached leaf copies; its gradients with respect to them are taken here and fed
+        back through a surrogate, ``sum(pc * dL/dpc) + sum(pr * dL/dpr)``, whose backward gives the
+        real log-probs exactly those gradients (a product by the upstream gradient, which the
+        Trainer's backward supplies, 1 or 1/grad_accum) and whose value is the objective's loss."""
         mask = inputs["completion_mask"][..., 1:]  # per_token[t] scores token t + 1
         per_token = per_token[:, -mask.size(1):].float()
         logps = (per_token * mask).sum(dim=1)
@@ -263,11 +293,65 @@ class ObjectiveDPOTrainer(DPOTrainer):
             n = mask.sum(dim=1).clamp(min=1).to(logps)
             logps, ref = logps / n, ref / n
         pc, pr = logps.chunk(2)
-        rc, rr = ref.chunk(2)
-        losses = self.objective(pc, pr, rc, rr, self.beta)
-        if losses.shape != pc.shape:
-            raise ValueError(f"objective returned shape {tuple(losses.shape)}, expected {tuple(pc.shape)}")
-        return losses.mean(), summed
+        grad = torch.is_grad_enabled() and logps.requires_grad
+        leaves = [x.detach().clone().requires_grad_(grad) for x in (pc, pr)]
+        leaves += [x.detach().clone() for x in ref.chunk(2)]
+        step = self.state.global_step + 1
+        before = self._state_versions()
+        try:
+            losses = self.objective(*leaves, self.beta)
+            if not isinstance(losses, torch.Tensor) or losses.shape != pc.shape:
+                shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+                raise ObjectiveFault(step, f"the objective returned shape {shape}, expected {tuple(pc.shape)}")
+            loss = losses.mean()
+            grads = [None, None]
+            if grad and loss.requires_grad:
+                grads = list(torch.autograd.grad(loss, leaves[:2], allow_unused=True))
+        except ObjectiveFault:
+            raise
+        except Exception as err:  # noqa: BLE001 - the candidate's code failed, not ours
+            if is_out_of_memory(err):
+                raise
+            raise ObjectiveFault(step, f"the objective raised {type(err).__name__}: {str(err)[:300]}") from err
+        changed = self._changed(before)
+        if changed:
+            raise ObjectiveFault(step, f"the objective modified the model's {changed}")
+        loss = loss.detach().to(logps.dtype)
+        if not grad:
+            return loss, summed
+        grads = [g.to(x.dtype) if g is not None else torch.zeros_like(x) for x, g in zip((pc, pr), grads)]
+        if not bool(torch.isfinite(torch.cat([loss.reshape(1), *grads])).all()):  # one sync a step
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(step, float(loss))
+            raise ObjectiveFault(step, "the objective's gradient is not finite")
+        surrogate = (pc * grads[0]).sum() + (pr * grads[1]).sum()
+        return surrogate - surrogate.detach() + loss, summed  # value: exactly the objective's loss
+
+    def _state_versions(self) -> list[tuple[str, torch.Tensor, int, int]]:
+        """(what, tensor, version, data pointer) of every parameter, gradient, buffer and optimizer
+        state tensor: an in-place write bumps the version, a swapped storage moves the pointer.
+        (A write through ``.data`` or a raw storage bumps neither: the guard is a second line; the
+        first is that the objective gets no tensor that leads to these.)"""
+        if self._tracked is None:
+            self._tracked = (list(self.model.named_parameters()), list(self.model.named_buffers()))
+        params, buffers = self._tracked
+        tensors = [(f"parameters ({n})", p) for n, p in params]
+        tensors += [(f"gradients ({n})", p.grad) for n, p in params if p.grad is not None]
+        tensors += [(f"buffers ({n})", b) for n, b in buffers]
+        states = getattr(self.optimizer, "state", None) or {}
+        tensors += [("optimizer state", t) for state in states.values() for t in state.values()
+                    if isinstance(t, torch.Tensor)]
+        return [(what, t, t._version, t.data_ptr()) for what, t in tensors]
+
+    def _changed(self, before) -> str | None:
+        """What of the model's state differs from ``before`` (None: nothing)."""
+        now = self._state_versions()
+        if len(now) != len(before):
+            return "gradients or optimizer state (tensors added or removed)"
+        for (what, t, version, ptr), (_, t2, version2, ptr2) in zip(before, now):
+            if t is not t2 or version != version2 or ptr != ptr2:
+                return what
+        return None
 
 
 def dpo_config(config: TrainConfig, output_dir: str, *, progress: bool = False, **extra) -> DPOConfig:
@@ -345,7 +429,7 @@ def _train(model, tokenizer, dataset, objective, config, output_dir, progress, t
         try:
             with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs: keep stdout for results
                 trainer.train()
-        except NonFiniteLoss as err:
+        except (NonFiniteLoss, ObjectiveFault) as err:
             status, reason, step = "failed", str(err), err.step
         except TimeLimitExceeded as err:
             status, reason, step = "failed", str(err), trainer.state.global_step
