@@ -91,8 +91,30 @@ def interrupted(args) -> str:
     return "disco: interrupted" + ("; nothing was saved" if args.command == "run" else "")
 
 
+# Library warnings that say nothing about the user's run, silenced by their exact text and origin
+# (never a blanket ignore): (category, message regex, module regex). Also exported through
+# PYTHONWARNINGS (exact message prefixes) to the training jobs this process starts.
+QUIET_WARNINGS = (
+    # TrainingArguments renamed gradient_checkpointing to activation_checkpointing (transformers 5.x);
+    # inner_loop.trainer still passes the old name, which keeps working until v6
+    (FutureWarning, "`gradient_checkpointing` is deprecated and will be removed in v6", r"transformers\."),
+)
+
+
+def quiet_library_warnings() -> None:
+    """Install :data:`QUIET_WARNINGS` in this process and in the environment of its children."""
+    import re
+    import warnings
+    for category, message, module in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category, module=module)
+    exported = [f"ignore:{message}:{category.__name__}" for category, message, _ in QUIET_WARNINGS]
+    current = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w]
+    os.environ["PYTHONWARNINGS"] = ",".join(current + [w for w in exported if w not in current])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_library_warnings()
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `disco status DIR | head`: the reader left; that is not an error

@@ -273,9 +273,15 @@ def _show(args) -> int:
         say("\nplots:\n" + "\n".join(f"  {p}" for p in plots))
     metrics = row["metrics"] or {}
     if metrics.get("mean"):
-        say("\nmetrics (mean over seeds):")
-        for k, v in metrics["mean"].items():
-            say(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+        # the means are over every numeric key (discovery.training.summarise), the seed and the
+        # evaluation's sizes included: only the metrics are shown, each with its definition
+        from inner_loop.commands import metric_lines
+        seeds = [p.get("seed") for p in metrics.get("per_seed") or [] if p.get("status") == "done"]
+        lines = metric_lines(metrics["mean"], indent="  ")
+        if lines:
+            say(f"\nmetrics (mean over {len(seeds) or '?'} seed(s){': ' + ', '.join(map(str, seeds)) if seeds else ''}):")
+            for line in lines:
+                say(line)
     if row["prompt_tokens"] is not None:
         say(f"\ntokens: {row['prompt_tokens']} prompt, {row['completion_tokens']} completion")
     timings = row["timings"] or {}

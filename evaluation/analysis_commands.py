@@ -92,6 +92,26 @@ def _log(message: str) -> None:
     print(_shown(message), file=sys.stderr, flush=True)
 
 
+def _warnings_only(message: str) -> None:
+    """``--quiet``: the log keeps its warnings and drops the per-run progress lines."""
+    if message.startswith("warning"):
+        _log(message)
+
+
+def _logger(args):
+    return _warnings_only if getattr(args, "quiet", False) else _log
+
+
+def _quiet(args):
+    """``--quiet``: the libraries' progress bars and warnings off for the command (each run's own
+    output goes to its folder's train.log either way, :func:`evaluation.compare.run_output`)."""
+    import contextlib
+    if not getattr(args, "quiet", False):
+        return contextlib.nullcontext()
+    from inner_loop.synthetic import quiet_libraries
+    return quiet_libraries(True)
+
+
 def _shown(text: str) -> str:
     """Text for the terminal with control characters made visible (failure reasons quote candidates)."""
     from discovery.text import shown
@@ -108,6 +128,9 @@ def _common(p: argparse.ArgumentParser, *, seeds=True) -> None:
                    help="how run_candidate isolates candidate code (default: auto)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per training run (default: 600)")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
+    p.add_argument("--quiet", action="store_true",
+                   help="only the result and warnings: no line per run, no library warnings or bars "
+                        "(each run's own log is in its folder's train.log, with --out)")
 
 
 # -- compare ------------------------------------------------------------------------------------
@@ -122,7 +145,9 @@ def cmd_compare(args) -> int:
                overrides=overrides)
     objectives = resolve_objectives(args.objectives, baselines=args.baselines)
     settings = [Setting(seed=s, task=args.task, beta=args.beta, overrides=overrides) for s in args.seeds]
-    runs = run_grid(objectives, settings, runner=RUNNER, out_dir=args.out, log=_log, **_runner_kwargs(args))
+    with _quiet(args):
+        runs = run_grid(objectives, settings, runner=RUNNER, out_dir=args.out, log=_logger(args),
+                        **_runner_kwargs(args))
     table = summarize(runs, args.metric, baselines=args.baselines, n_boot=args.n_boot)
     result = jsonable({"command": "compare", "settings": [s.to_dict() for s in settings],
                        "table": table.to_dict(), "runs": [r.to_dict() for r in runs]})
@@ -144,10 +169,11 @@ def cmd_heldout(args) -> int:
     check_args(args, betas=args.betas or (), beta_flag="each of --betas", seeds=args.seeds)
     check("--top", args.top, "int >= 1")
     try:
-        result = evaluate_heldout(args.dir, top=args.top, tasks=args.tasks, seeds=args.seeds, betas=args.betas,
-                                  metric=args.metric, allow_used=args.allow_used,
-                                  overrides=parse_overrides(args.overrides), runner=RUNNER, log=_log,
-                                  n_boot=args.n_boot, **_runner_kwargs(args))
+        with _quiet(args):
+            result = evaluate_heldout(args.dir, top=args.top, tasks=args.tasks, seeds=args.seeds,
+                                      betas=args.betas, metric=args.metric, allow_used=args.allow_used,
+                                      overrides=parse_overrides(args.overrides), runner=RUNNER,
+                                      log=_logger(args), n_boot=args.n_boot, **_runner_kwargs(args))
     except (HeldoutError, CampaignError) as err:
         print(_shown(f"disco: error: {err}"), file=sys.stderr)
         return 2
@@ -168,9 +194,10 @@ def cmd_sweep(args) -> int:
         print(f"disco sweep: {err}", file=sys.stderr)
         return 2
     objectives = resolve_objectives(args.objectives, baselines=())
-    result = sweep(objectives, betas=args.betas, seeds=args.seeds, task=args.task, out_dir=args.out,
-                   overrides=parse_overrides(args.overrides), x=args.x, runner=RUNNER, log=_log,
-                   **_runner_kwargs(args))
+    with _quiet(args):
+        result = sweep(objectives, betas=args.betas, seeds=args.seeds, task=args.task, out_dir=args.out,
+                       overrides=parse_overrides(args.overrides), x=args.x, runner=RUNNER, log=_logger(args),
+                       **_runner_kwargs(args))
     print(_shown(format_points(result["points"], x=args.x, sft=result["sft"])))
     print(f"\nwrote {result['png']} and {result['json']}", file=sys.stderr)
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import sys
+import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -120,12 +120,29 @@ def default_runner() -> Runner:
     return run_candidate
 
 
+RUN_LOG = "train.log"
+
+
+@contextlib.contextmanager
+def run_output(out_dir: str | None):
+    """Where one run's own prints go (the Trainer's log lines, library warnings, a traceback): the
+    run's ``out_dir/train.log``, appended to, or nowhere when the run has no folder. The terminal
+    keeps the table (stdout) and one line per run (stderr)."""
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        sink = open(Path(out_dir) / RUN_LOG, "a")
+    else:
+        sink = open(os.devnull, "w")
+    with sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
 def run_one(runner: Runner, label: str, spec: str, setting: Setting, *, out_dir: str | None = None,
             **runner_kwargs) -> Run:
     """Train ``spec`` (a registry name or source code) on ``setting``; never raises for the run's faults."""
     start = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # trainers print logs; stdout is for the table/JSON
+        with run_output(out_dir):
             result = runner(spec, task=setting.task, beta=setting.beta, seed=setting.seed, out_dir=out_dir,
                             **runner_kwargs, **dict(setting.overrides))
     except Exception as err:  # noqa: BLE001 - a crash of one run is that run's typed failure

@@ -11,9 +11,11 @@ key against the fields it can reach, the ranges of ``--beta`` and ``--timeout``)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
+import os
 import sys
 
 from discovery.config import UserError, check
@@ -36,7 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", default=None, help="recipe: hub id or local path of the SFT model")
     p.add_argument("--dataset", default=None, help="recipe: hub id, local dataset folder or JSONL file")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, no training logs or library warnings on the terminal "
+                        "(with --out they go to DIR/train.log)")
     p.set_defaults(func=_train)
 
 
@@ -155,30 +159,155 @@ def check_train_args(args) -> dict:
     return overrides
 
 
+@contextlib.contextmanager
+def quiet_output(quiet: bool, folder: str | None = None):
+    """``--quiet``: for the block, the libraries' progress bars and warnings are off and whatever
+    the run prints (Trainer's log lines, warnings) goes to ``folder/train.log``, or nowhere without
+    a folder. Not quiet: nothing changes."""
+    if not quiet:
+        yield
+        return
+    from pathlib import Path
+
+    from inner_loop.synthetic import quiet_libraries
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        sink = open(Path(folder) / "train.log", "a")
+    else:
+        sink = open(os.devnull, "w")
+    with sink, quiet_libraries(True), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
 def _train(args) -> int:
     overrides = check_train_args(args)
     progress = not args.quiet
-    if args.recipe:
-        from inner_loop.recipes import run_recipe
-        result = run_recipe(args.recipe, model=args.model, dataset=args.dataset, objective=args.objective,
-                            beta=args.beta, seed=args.seed, out_dir=args.out, progress=progress, **overrides)
-    else:
-        from inner_loop.runner import run_candidate
-        result = run_candidate(args.objective, task=args.task, beta=args.beta, seed=args.seed, out_dir=args.out,
-                               isolation=args.isolation, timeout=args.timeout, progress=progress, **overrides)
+    with quiet_output(args.quiet, args.out):
+        if args.recipe:
+            from inner_loop.recipes import run_recipe
+            result = run_recipe(args.recipe, model=args.model, dataset=args.dataset, objective=args.objective,
+                                beta=args.beta, seed=args.seed, out_dir=args.out, progress=progress, **overrides)
+        else:
+            from inner_loop.runner import run_candidate
+            result = run_candidate(args.objective, task=args.task, beta=args.beta, seed=args.seed,
+                                   out_dir=args.out, isolation=args.isolation, timeout=args.timeout,
+                                   progress=progress, **overrides)
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     else:
-        _print_human(result)
+        _print_human(result, args.out)
     return 0 if result.status == "done" else 1
 
 
-def _print_human(result) -> None:
+# what describes an evaluation rather than scores the policy (inner_loop.metrics' dict): never
+# averaged or listed as a metric (``disco show``), shown once as a line of context (``disco train``)
+RUN_INFO_KEYS = ("n", "n_prompts", "n_samples_per_prompt", "seed", "max_completion_len", "seconds",
+                 "kl_direction", "per_prompt")
+# TRL's / transformers' Trainer log keys without a "/" (those with one, rewards/chosen, logps/...,
+# are TRL's too): a recipe's metrics are its last training log row
+TRL_PLAIN_KEYS = ("loss", "grad_norm", "learning_rate", "epoch", "train_loss", "train_runtime",
+                  "train_samples_per_second", "train_steps_per_second", "total_flos", "step")
+SE_NOTE = "± is the standard error over held-out prompts (one seed's evaluation noise only)"
+README_POINTER = 'full definitions: README.md, section "Metrics" (and the docstring of inner_loop/metrics.py)'
+
+
+def trl_key(key: str) -> str | None:
+    """``key`` as shown when it is one of TRL's training-log keys (``trl/rewards/chosen``), else None."""
+    if key.startswith("trl/"):
+        return key
+    if "/" in key or key in TRL_PLAIN_KEYS:
+        return f"trl/{key}"
+    return None
+
+
+def metric_keys(metrics: dict) -> list[str]:
+    """The keys of ``metrics`` that are numbers scoring the run: no run information (seed, n, ...),
+    no per-prompt arrays, no strings; the glossary's order first."""
+    from inner_loop.glossary import GLOSSARY
+    keys = [k for k, v in metrics.items() if k not in RUN_INFO_KEYS and isinstance(v, (int, float))
+            and not isinstance(v, bool)]
+    order = {k: i for i, k in enumerate(GLOSSARY)}
+    return sorted(keys, key=lambda k: (trl_key(k) is not None, order.get(k, len(order))))
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def metric_lines(metrics: dict, *, indent: str = "", width: int | None = None) -> list[str]:
+    """Each metric of ``metrics`` on a line with its one-line definition from
+    :mod:`inner_loop.glossary` (a standard error folded in as ``± se``), TRL's log keys under
+    ``trl/`` with :data:`~inner_loop.glossary.TRL_NOTE`, and a pointer to the README."""
+    import shutil
+    import textwrap
+
+    from inner_loop.glossary import TRL_NOTE, define
+    width = width or max(60, min(shutil.get_terminal_size((120, 24)).columns, 160))
+    keys = metric_keys(metrics)
+    folded = {k for k in keys if k.endswith("_se") and k[:-3] in keys}
+    rows = []
+    for key in keys:
+        if key in folded:
+            continue
+        shown = trl_key(key) or key
+        value = _number(metrics[key])
+        if f"{key}_se" in folded:
+            value += f" ± {_number(metrics[key + '_se'])}"
+        rows.append((shown, value, "" if shown.startswith("trl/") else define(key)))
+    if not rows:
+        return []
+    kw = max(len(r[0]) for r in rows)
+    vw = max(len(r[1]) for r in rows)
+    lead = len(indent) + kw + vw + 4
+    lines = []
+    for shown, value, definition in rows:
+        head = f"{indent}{shown:<{kw}}  {value:<{vw}}"
+        if not definition:
+            lines.append(head.rstrip())
+            continue
+        wrapped = textwrap.wrap(definition, max(40, width - lead)) or [""]
+        lines.append(f"{head}  {wrapped[0]}")
+        lines.extend(" " * lead + more for more in wrapped[1:])
+    notes = []
+    if folded:
+        notes.append(SE_NOTE)
+    if any(r[0].startswith("trl/") for r in rows):
+        notes.append(TRL_NOTE)
+    notes.append(README_POINTER)
+    for note in notes:
+        lines.extend(textwrap.wrap(note, max(40, width - len(indent)), initial_indent=indent,
+                                   subsequent_indent=indent + "  "))
+    return lines
+
+
+def _evaluation_line(metrics: dict) -> str | None:
+    m = metrics
+    if not all(isinstance(m.get(k), int) for k in ("n_prompts", "n_samples_per_prompt")):
+        return None
+    line = f"scored on {m['n_prompts']} held-out prompts x {m['n_samples_per_prompt']} samples"
+    if isinstance(m.get("max_completion_len"), int):
+        line += f" of at most {m['max_completion_len']} tokens"
+    if isinstance(m.get("seed"), int):
+        line += f", sampling seed {m['seed']}"
+    return line
+
+
+def _print_human(result, out_dir: str | None = None) -> None:
     print(f"status   {result.status}" + (f"  ({result.reason})" if result.reason else ""))
     print(f"steps    {result.steps}   seconds " +
           "  ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     if result.losses:
-        print(f"loss     {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
-    for key, value in (result.metrics or {}).items():
-        print(f"{key:<8} {value:.4f}" if isinstance(value, float) else f"{key:<8} {value}")
+        print(f"loss     {result.losses[0]:.4f} -> {result.losses[-1]:.4f}   "
+              "(the objective's training loss, first and last step)")
+    metrics = result.metrics or {}
+    if metrics:
+        print(f"\n{_evaluation_line(metrics) or 'metrics'}:")
+        for text in metric_lines(metrics):
+            print(text)
+        others = {k: v for k, v in metrics.items() if k not in RUN_INFO_KEYS and k not in metric_keys(metrics)}
+        for key, value in others.items():  # a recipe's model_dir, say
+            print(f"{key}  {value}")
+        if isinstance(metrics.get("per_prompt"), dict):
+            where = f"{out_dir}/result.json" if out_dir else "--out DIR (DIR/result.json)"
+            print(f"per-prompt values: --json, or {where}")
     sys.stdout.flush()

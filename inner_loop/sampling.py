@@ -5,7 +5,9 @@ by :mod:`inner_loop.metrics` (evaluation):
 
 * :func:`sample_completions`: ancestral sampling at temperature 1 with no top-k and no top-p,
   batched, with the model's KV cache. Prompts are grouped by length, so a batch never needs
-  padding, attention masks or position ids, and nothing depends on how a library treats them.
+  padding or position ids; its attention mask is all ones, passed explicitly so that the model
+  need not guess (a row that has ended is fed eos, which may be the pad token: transformers then
+  warns "We strongly recommend passing in an attention_mask"). The mask changes nothing computed.
   Uniforms are drawn from the caller's ``torch.Generator`` (the global RNG is never touched), so
   a call is deterministic given the generator's seed.
 * :func:`teacher_forced`: one forward over ``prompt + completion`` sequences, right-padded
@@ -23,6 +25,7 @@ within ``max_new_tokens`` (it is then part of the completion and is scored like 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections import defaultdict
 from typing import Iterator, Sequence
 
@@ -70,13 +73,27 @@ def sample_completions(model, prompts: Sequence[Sequence[int]], *, max_new_token
     return out
 
 
+def cache_name(model) -> str:
+    """The name of the KV cache, as a keyword of ``model.forward`` and as a key of its output:
+    ``cache`` from transformers 5.x on (where ``past_key_values`` is a deprecated alias that warns),
+    ``past_key_values`` before."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _sample_batch(model, ids: torch.Tensor, u: torch.Tensor, eos: int) -> list[list[int]]:
     """Sample from equal-length prompts ``ids`` [B, L] with uniforms ``u`` [B, T] (inverse CDF)."""
     b, steps = u.shape
     tokens = torch.full((b, steps), eos, dtype=torch.long, device=ids.device)
     done = torch.zeros(b, dtype=torch.bool, device=ids.device)
     lengths = torch.full((b,), steps, dtype=torch.long, device=ids.device)
-    out = model(input_ids=ids, use_cache=True)
+    # no padding anywhere (equal-length prompts; an ended row's eos feed is discarded): all ones
+    attention = torch.ones((b, ids.size(1) + steps), dtype=torch.long, device=ids.device)
+    cache = cache_name(model)
+    out = model(input_ids=ids, attention_mask=attention[:, :ids.size(1)], use_cache=True)
     for t in range(steps):
         probs = out.logits[:, -1].float().softmax(-1)
         cdf = probs.cumsum(-1)
@@ -88,7 +105,8 @@ def _sample_batch(model, ids: torch.Tensor, u: torch.Tensor, eos: int) -> list[l
         done |= just_ended
         if bool(done.all()) or t == steps - 1:
             break
-        out = model(input_ids=tokens[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=tokens[:, t:t + 1], attention_mask=attention[:, :ids.size(1) + t + 1],
+                    use_cache=True, **{cache: out[cache]})
     return [row[:n].tolist() for row, n in zip(tokens, lengths.tolist())]
 
 

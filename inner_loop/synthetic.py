@@ -351,8 +351,8 @@ def build(config: SyntheticConfig = SyntheticConfig(), cache_dir: str | os.PathL
 
 
 @contextlib.contextmanager
-def _quiet(quiet: bool):
-    """Silence the datasets / transformers progress bars and warnings for the block."""
+def quiet_libraries(quiet: bool = True):
+    """Silence the datasets / transformers progress bars and warnings for the block (``--quiet``)."""
     import datasets
     from transformers.utils import logging as tlog
 
@@ -371,6 +371,9 @@ def _quiet(quiet: bool):
         if bars[1]:
             tlog.enable_progress_bar()
         tlog.set_verbosity(bars[2])
+
+
+_quiet = quiet_libraries
 
 
 def log(progress: bool, msg: str) -> None:
