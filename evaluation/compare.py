@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import time
@@ -123,16 +124,38 @@ def default_runner() -> Runner:
 RUN_LOG = "train.log"
 
 
+class _LazyLog(io.TextIOBase):
+    """A text sink that creates ``path`` (and its folders) on the first non-empty write only, so a
+    run that prints nothing leaves nothing behind."""
+
+    def __init__(self, path: Path):
+        self.path, self.file = path, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text and self.file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a")
+        return self.file.write(text) if text else 0
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def close(self) -> None:
+        super().close()  # flushes first
+        if self.file is not None:
+            self.file.close()
+
+
 @contextlib.contextmanager
 def run_output(out_dir: str | None):
     """Where one run's own prints go (the Trainer's log lines, library warnings, a traceback): the
-    run's ``out_dir/train.log``, appended to, or nowhere when the run has no folder. The terminal
-    keeps the table (stdout) and one line per run (stderr)."""
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        sink = open(Path(out_dir) / RUN_LOG, "a")
-    else:
-        sink = open(os.devnull, "w")
+    run's ``out_dir/train.log``, appended to (created on the first write), or nowhere when the run
+    has no folder. The terminal keeps the table (stdout) and one line per run (stderr)."""
+    sink = _LazyLog(Path(out_dir) / RUN_LOG) if out_dir is not None else open(os.devnull, "w")
     with sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         yield
 
