@@ -25,7 +25,6 @@ within ``max_new_tokens`` (it is then part of the completion and is scored like 
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections import defaultdict
 from typing import Iterator, Sequence
 
@@ -73,15 +72,12 @@ def sample_completions(model, prompts: Sequence[Sequence[int]], *, max_new_token
     return out
 
 
-def cache_name(model) -> str:
-    """The name of the KV cache, as a keyword of ``model.forward`` and as a key of its output:
-    ``cache`` from transformers 5.x on (where ``past_key_values`` is a deprecated alias that warns),
-    ``past_key_values`` before."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
+def cache_key(output) -> str:
+    """The name of the KV cache in a model's ``output``, which is also the keyword that passes it
+    back: ``cache`` from transformers 5.x on (where ``past_key_values`` is a deprecated alias that
+    warns), ``past_key_values`` before. Read from the output, so a wrapper model works too."""
+    keys = output.keys() if hasattr(output, "keys") else ()
+    return "cache" if "cache" in keys else "past_key_values"
 
 
 def _sample_batch(model, ids: torch.Tensor, u: torch.Tensor, eos: int) -> list[list[int]]:
@@ -92,8 +88,8 @@ def _sample_batch(model, ids: torch.Tensor, u: torch.Tensor, eos: int) -> list[l
     lengths = torch.full((b,), steps, dtype=torch.long, device=ids.device)
     # no padding anywhere (equal-length prompts; an ended row's eos feed is discarded): all ones
     attention = torch.ones((b, ids.size(1) + steps), dtype=torch.long, device=ids.device)
-    cache = cache_name(model)
     out = model(input_ids=ids, attention_mask=attention[:, :ids.size(1)], use_cache=True)
+    cache = cache_key(out)
     for t in range(steps):
         probs = out.logits[:, -1].float().softmax(-1)
         cdf = probs.cumsum(-1)
