@@ -63,6 +63,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -333,7 +334,8 @@ def _read_job_file(path: Path, limit: int, tail: bool = False) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
-        raise Rejected(f"cannot open {path.name} ({os.strerror(err.errno)}; a symlink is refused)") from None
+        why = "a symlink, refused" if err.errno == errno.ELOOP else os.strerror(err.errno)
+        raise Rejected(f"cannot open {path.name} ({why})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -484,7 +486,7 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
     if mode == "none":
         outcome, policy = _train_here(code, task_obj, train_cfg, timeout, progress)
     else:
-        quota = (2 * weights_bytes(task_obj.sft_path)) // 2**20 + JOB_SLACK_MB if mode == "sandbox" else None
+        quota = -(-2 * weights_bytes(task_obj.sft_path) // 2**20) + JOB_SLACK_MB if mode == "sandbox" else None
         job = _fresh_job_dir(world_writable=(mode == "sandbox"), quota_mb=quota)
         spec = {"objective": code, "inputs": str(job_inputs(task_obj)), "train": asdict(train_cfg),
                 "out": str(job), "progress": progress}

@@ -20,9 +20,11 @@ from hostile.unscreened import screen_off, source
 from inner_loop import runner
 from inner_loop import trainer as T
 from inner_loop.runner import run_candidate
+from inner_loop.tasks import get_task
 from test_trainer import quick_config, text_pairs, tiny_model, tiny_tokenizer, token_pairs
 
 TINY_TASK = dict(corpus_size=400, sft_steps=20, n_train_pairs=32, n_heldout_prompts=16, max_steps=2, batch_size=8)
+TASK = {k: v for k, v in TINY_TASK.items() if k not in ("max_steps", "batch_size")}
 SANDBOX = pytest.mark.skipif(not runner._sandbox_available(), reason="no objectives.sandbox")
 
 
@@ -119,10 +121,22 @@ def test_walker_in_this_process(cache, dpo_reward):
 
 @SANDBOX
 def test_walker_and_a_crash_in_the_sandbox(cache, dpo_reward, monkeypatch):
+    from objectives import sandbox
     monkeypatch.setattr(runner, "JOB", "hostile.unscreened:train_job")  # the job, with the screen off
+    quotas = []
+    real_shared_dir = sandbox.shared_dir
+
+    def shared_dir(prefix, writable=False, **kw):  # the job folder's quota, as asked for
+        quotas.append((prefix, kw.get("quota_mb")))
+        return real_shared_dir(prefix, writable=writable, **kw)
+
+    monkeypatch.setattr(sandbox, "shared_dir", shared_dir)
     r = run_candidate(source("walk_to_params"), isolation="sandbox", cache_dir=cache, **TINY_TASK)
     assert r.config["isolation"] == "sandbox"
     _unharmed(r, dpo_reward)
+    weights = runner.weights_bytes(runner.job_inputs(get_task("synthetic", cache_dir=cache, **TASK)) / "sft")
+    assert 0 < weights < 2**20  # the tiny model's float32 weights
+    assert ("disco-job-", runner.JOB_SLACK_MB + 1) in quotas, quotas  # twice the weights, rounded up, + slack
     r = run_candidate(source("expects_grad_fn"), isolation="sandbox", cache_dir=cache, **TINY_TASK)
     assert (r.status, r.step) == ("failed", 1) and "the objective raised AttributeError" in r.reason, r.reason
 
@@ -131,9 +145,7 @@ def test_walker_and_a_crash_in_the_sandbox(cache, dpo_reward, monkeypatch):
 
 @pytest.fixture(scope="module")
 def task(cache):
-    from inner_loop.tasks import get_task
-    return get_task("synthetic", cache_dir=cache, progress=False,
-                    **{k: v for k, v in TINY_TASK.items() if k not in ("max_steps", "batch_size")})
+    return get_task("synthetic", cache_dir=cache, progress=False, **TASK)
 
 
 def _save(model, path, scale=1.0):
