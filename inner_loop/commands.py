@@ -17,6 +17,7 @@ import difflib
 import json
 import os
 import sys
+from pathlib import Path
 
 from discovery.config import UserError, check
 
@@ -33,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before the job is killed (default 600)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training, task or recipe field (repeatable), e.g. --set max_steps=20")
-    p.add_argument("--out", default=None, help="folder for result.json (recipes: the trained model)")
+    p.add_argument("--out", default=None, help="folder for result.json, the trained policy (policy.safetensors; "
+                   "recipes: model/), loss_curve.png and train.log")
     p.add_argument("--recipe", default=None, help="a paper recipe instead of a task: zephyr-gemma, gemma-2b")
     p.add_argument("--model", default=None, help="recipe: hub id or local path of the SFT model")
     p.add_argument("--dataset", default=None, help="recipe: hub id, local dataset folder or JSONL file")
@@ -192,11 +194,29 @@ def _train(args) -> int:
             result = run_candidate(args.objective, task=args.task, beta=args.beta, seed=args.seed,
                                    out_dir=args.out, isolation=args.isolation, timeout=args.timeout,
                                    progress=progress, **overrides)
+    if args.out and result.losses:
+        plot_losses(result.losses, Path(args.out) / "loss_curve.png", title=f"{args.objective} (seed {args.seed})")
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     else:
         _print_human(result, args.out)
     return 0 if result.status == "done" else 1
+
+
+def plot_losses(losses: list[float], path: Path, title: str = "") -> Path:
+    """The objective's training loss per optimizer step as a PNG (the job's own log: a claim, not a score)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    ax.plot(range(1, len(losses) + 1), losses, marker=".", lw=1)
+    ax.set(xlabel="optimizer step", ylabel="objective loss (batch mean)", title=title[:80])
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 # what describes an evaluation rather than scores the policy (inner_loop.metrics' dict): never

@@ -83,7 +83,8 @@ log = logging.getLogger(__name__)
 ISOLATIONS = ("auto", "none", "process", "sandbox")
 RUNNER_OPTIONS = ("memory_mb", "eval_kwargs", "score_timeout")  # overrides that configure the runner itself
 JOB = "inner_loop.trainer:train_job"
-WEIGHTS, JOB_RESULT = "policy.safetensors", "job.json"  # as inner_loop.trainer writes them
+WEIGHTS, JOB_RESULT, JOB_LOG = "policy.safetensors", "job.json", "job.log"  # as inner_loop.trainer writes them
+MAX_JOB_LOG_BYTES = 1 << 20  # the tail of a job's own prints kept in the run's train.log
 MAX_RESULT_BYTES = 64 * 2**20  # job.json (a loss log of up to a million floats)
 MAX_OUTPUT_BYTES = 16 * 2**30  # RLIMIT_FSIZE of an isolated job
 HEADER_BYTES = 2**20  # a safetensors header's allowance on top of the tensors' bytes (plus 256 per tensor)
@@ -503,6 +504,7 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
                 except Exception as err:  # noqa: BLE001 - bad weights are the candidate's failure
                     outcome = {**outcome, "status": "failed", "reason": f"unusable weights: {err}"}
         finally:
+            _keep_job_log(job, out_dir)
             _remove_shared(job)
     seconds["train"] = float(outcome.get("train_seconds") or 0.0)
     losses = [float(x) for x in outcome.get("losses", [])][:1_000_000]
@@ -526,7 +528,34 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        if result.ok and policy is not None and not hasattr(task_obj, "evaluate"):  # recipes keep theirs
+            _save_policy(policy, Path(out_dir) / WEIGHTS)
     return result
+
+
+def _keep_job_log(job: Path, out_dir: str | None) -> None:
+    """Append the tail of the isolated job's own prints (untrusted text, read like every job file)
+    to ``out_dir/train.log``, where a campaign's and ``disco train --out``'s logs are."""
+    if not out_dir:
+        return
+    for name in (JOB_LOG, "stderr.log"):  # the sandboxed job's; the process job's stderr
+        try:
+            text = _read_job_file(job / name, MAX_JOB_LOG_BYTES, tail=True).decode("utf-8", "replace")
+        except Rejected:
+            continue  # absent, or not a plain file: nothing the parent will read
+        if text:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            with open(Path(out_dir) / "train.log", "a", encoding="utf-8", errors="replace") as log_file:
+                log_file.write(f"--- the training job's output ({name}) ---\n{text}\n")
+
+
+def _save_policy(policy, path: Path) -> None:
+    """The scored policy's weights (safetensors), so a run leaves something to look at and reuse."""
+    from safetensors.torch import save_file
+
+    from inner_loop.trainer import _untie
+    state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
+    save_file(_untie(state), str(path))
 
 
 def _train_here(code: str, task_obj, train_cfg, timeout: float, progress: bool):

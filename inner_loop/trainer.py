@@ -79,6 +79,7 @@ import trl
 from datasets import Dataset
 from packaging.version import Version
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import DPOConfig, DPOTrainer
 
 from objectives.base import Objective
@@ -354,6 +355,25 @@ class ObjectiveDPOTrainer(DPOTrainer):
         return None
 
 
+# transformers 5 renamed gradient_checkpointing (a deprecated alias that warns) to activation_checkpointing
+_CHECKPOINTING = ("activation_checkpointing" if "activation_checkpointing" in
+                  {f.name for f in dataclasses.fields(DPOConfig)} else "gradient_checkpointing")
+
+
+class _BarOnly(ProgressCallback):
+    """Transformers' progress bar without its log dicts: they stay in ``state.log_history`` (and the
+    result), instead of being printed through the bar into the user's terminal or a run's log."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+def _quiet_logs(trainer) -> None:
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_BarOnly)
+
+
 def dpo_config(config: TrainConfig, output_dir: str, *, progress: bool = False, **extra) -> DPOConfig:
     """The DPOConfig for ``config`` (already :meth:`TrainConfig.resolved`)."""
     return DPOConfig(
@@ -363,7 +383,7 @@ def dpo_config(config: TrainConfig, output_dir: str, *, progress: bool = False, 
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio,  # float < 1: a ratio
         weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
         max_length=config.max_length, bf16=config.precision == "bf16", fp16=False,
-        gradient_checkpointing=bool(config.gradient_checkpointing), seed=config.seed, data_seed=config.seed,
+        **{_CHECKPOINTING: bool(config.gradient_checkpointing)}, seed=config.seed, data_seed=config.seed,
         loss_type=["sigmoid"], loss_weights=[0.0], precompute_ref_log_probs=True,
         disable_dropout=True, logging_steps=config.logging_steps, save_strategy="no", report_to="none",
         disable_tqdm=not progress, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
@@ -420,6 +440,7 @@ def _train(model, tokenizer, dataset, objective, config, output_dir, progress, t
         trainer = ObjectiveDPOTrainer(model=model, args=args, train_dataset=dataset,
                                       processing_class=tokenizer, objective=objective,
                                       logprobs=config.logprobs)
+        _quiet_logs(trainer)
         recorder = _StepLosses(trainer)
         trainer.add_callback(recorder)
         if time_limit:
@@ -451,6 +472,7 @@ def _train(model, tokenizer, dataset, objective, config, output_dir, progress, t
 # -- the isolated job ---------------------------------------------------------------------------
 WEIGHTS = "policy.safetensors"
 JOB_RESULT = "job.json"
+JOB_LOG = "job.log"  # the job's stdout and stderr (untrusted text; the runner copies a capped tail)
 
 
 def train_job(spec: dict) -> dict:
@@ -482,8 +504,14 @@ def train_job(spec: dict) -> dict:
         # on-disk dataset writes its cache next to it, in the read-only inputs folder
         pairs = load_from_disk(str(inputs / "pairs"), keep_in_memory=True)
         model = AutoModelForCausalLM.from_pretrained(str(inputs / "sft"), dtype=torch.float32)
-        outcome = train_objective(model, tokenizer, pairs, objective, TrainConfig(**spec["train"]),
-                                  output_dir=str(out / "trainer"), progress=spec.get("progress", False))
+        # the job's prints (warnings, TRL's messages) go to a log the runner hands to the run's train.log
+        with contextlib.ExitStack() as stack:
+            if not spec.get("progress", False):
+                log_file = stack.enter_context(open(out / JOB_LOG, "a", errors="replace"))
+                stack.enter_context(contextlib.redirect_stdout(log_file))
+                stack.enter_context(contextlib.redirect_stderr(log_file))
+            outcome = train_objective(model, tokenizer, pairs, objective, TrainConfig(**spec["train"]),
+                                      output_dir=str(out / "trainer"), progress=spec.get("progress", False))
         result = {"status": outcome.status, "reason": outcome.reason, "step": outcome.step,
                   "losses": outcome.losses, "steps": outcome.steps, "train_seconds": outcome.seconds}
         if outcome.status == "done":
