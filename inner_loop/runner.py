@@ -35,7 +35,7 @@ does not train:
   log to a fresh folder, a tmpfs with a quota of twice the weights + 32 MiB where
   ``objectives.sandbox.shared_dir`` takes ``quota_mb`` (unmounted by its ``remove_shared``); the
   trusted parent ignores everything else there;
-* the parent trusts no path in that folder (:func:`_read_job_file`): it opens the weights with
+* the parent trusts no path in that folder (:func:`read_job_file`): it opens the weights with
   O_NOFOLLOW | O_NONBLOCK (no symlink is followed, a FIFO does not block), reads only a regular
   file with one link (no hard link to another file) of at most the SFT model's float32 size plus
   a header allowance, from that one descriptor into memory, and parses the bytes
@@ -61,16 +61,13 @@ by a way other than its arguments (the sandbox and the screen's business) and wr
 from __future__ import annotations
 
 import atexit
-import contextlib
 import dataclasses
-import errno
 import json
 import logging
 import os
 import resource
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -78,16 +75,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inner_loop.job_output import (WEIGHTS, Deadline, Rejected, keep_job_log, load_policy, read_job_file,
+                                   save_policy)
+
 log = logging.getLogger(__name__)
 
 ISOLATIONS = ("auto", "none", "process", "sandbox")
 RUNNER_OPTIONS = ("memory_mb", "eval_kwargs", "score_timeout")  # overrides that configure the runner itself
 JOB = "inner_loop.trainer:train_job"
-WEIGHTS, JOB_RESULT, JOB_LOG = "policy.safetensors", "job.json", "job.log"  # as inner_loop.trainer writes them
-MAX_JOB_LOG_BYTES = 1 << 20  # the tail of a job's own prints kept in the run's train.log
+JOB_RESULT = "job.json"  # as inner_loop.trainer writes it
 MAX_RESULT_BYTES = 64 * 2**20  # job.json (a loss log of up to a million floats)
 MAX_OUTPUT_BYTES = 16 * 2**30  # RLIMIT_FSIZE of an isolated job
-HEADER_BYTES = 2**20  # a safetensors header's allowance on top of the tensors' bytes (plus 256 per tensor)
 JOB_SLACK_MB = 32     # the sandboxed job folder's quota on top of twice the weights (job.json, trainer/)
 REPO = Path(__file__).resolve().parent.parent
 # Training defaults per task (a task may also carry ``train_defaults``). Synthetic: one epoch over
@@ -255,11 +253,11 @@ def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bo
     # the job (same uid) controls these files: read them as the weights are, never blocking
     if rc == 0:
         try:
-            return json.loads(_read_job_file(job / JOB_RESULT, MAX_RESULT_BYTES))
+            return json.loads(read_job_file(job / JOB_RESULT, MAX_RESULT_BYTES))
         except (Rejected, ValueError) as err:
             return {"status": "failed", "reason": f"unusable {JOB_RESULT}: {err}"}
     try:
-        tail = "" if progress else _read_job_file(job / "stderr.log", 600, tail=True).decode(errors="replace")
+        tail = "" if progress else read_job_file(job / "stderr.log", 600, tail=True).decode(errors="replace")
     except Rejected:
         tail = ""
     if rc < 0:
@@ -285,109 +283,6 @@ def _run_sandbox(spec: dict, timeout: float, memory_mb: int | None) -> dict:
         return {"status": "failed", "reason": f"sandbox {kind}: {reason}"}
 
 
-class Rejected(RuntimeError):
-    """The job's weights, or the scores they got, cannot be used; ``str()`` is the reason."""
-
-
-class ScoringTimeout(Rejected):
-    """Loading and scoring the job's policy ran past its deadline."""
-
-
-class _Deadline:
-    """A wall-clock bound on the trusted side's work on a job's policy, in any thread and without
-    signals: :meth:`check` between steps, and :meth:`watch` checks before every module's forward
-    of the policy, so scoring stops within one module's forward of the deadline (weights full of
-    subnormal floats, say, cannot stretch it further)."""
-
-    def __init__(self, seconds: float):
-        self.seconds, self.end = float(seconds), time.monotonic() + float(seconds)
-
-    def check(self, *_):
-        if time.monotonic() > self.end:
-            raise ScoringTimeout(f"timeout: loading and scoring the policy took over {self.seconds:g} s")
-
-    @contextlib.contextmanager
-    def watch(self, model):
-        handles = [m.register_forward_pre_hook(self.check) for m in model.modules()]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-
-def _state_bytes(model) -> int:
-    """What the job's float32 copy of ``model``'s state may take: each tensor once, at least 4 bytes
-    an element, plus a header allowance."""
-    seen, total = set(), HEADER_BYTES
-    for v in model.state_dict().values():
-        if v.data_ptr() not in seen:
-            seen.add(v.data_ptr())
-            total += v.numel() * max(4, v.element_size()) + 256
-    return total
-
-
-def _read_job_file(path: Path, limit: int, tail: bool = False) -> bytes:
-    """The bytes of ``path``, a file the job controls: no symlink is followed (O_NOFOLLOW), a FIFO
-    or device does not block the open (O_NONBLOCK), only a regular file with one link (not a hard
-    link to someone else's file) is read, from the one descriptor, and at most ``limit`` bytes of
-    it: a bigger file is refused, or with ``tail`` its last ``limit`` bytes are read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        why = "a symlink, refused" if err.errno == errno.ELOOP else os.strerror(err.errno)
-        raise Rejected(f"cannot open {path.name} ({why})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise Rejected(f"{path.name} is not a regular file (mode {stat.filemode(st.st_mode)})")
-        if st.st_nlink != 1:
-            raise Rejected(f"{path.name} has {st.st_nlink} links (a hard link is refused)")
-        if tail:
-            os.lseek(fd, max(0, st.st_size - limit), os.SEEK_SET)
-        elif st.st_size > limit:
-            raise Rejected(f"{path.name} is {st.st_size} bytes, over the limit of {limit}")
-        chunks, size = [], 0
-        while chunk := os.read(fd, min(1 << 24, limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                if tail:
-                    return b"".join(chunks)[-limit:]
-                raise Rejected(f"{path.name} grew over the limit of {limit} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _load_policy(task, job: Path, deadline: _Deadline | None = None):
-    """The trusted side: the task's own SFT architecture + the job's tensors, strictly. ``job`` is
-    the job's folder: nothing in it is trusted (see :func:`_read_weights`)."""
-    import torch
-    from safetensors.torch import load as load_bytes
-    deadline = deadline or _Deadline(600.0)
-    model = task.load_sft()
-    data = _read_job_file(job / WEIGHTS, _state_bytes(model))  # limit: the SFT model's size
-    deadline.check()
-    try:
-        state = load_bytes(data)
-    except Exception as err:  # noqa: BLE001 - not a safetensors file
-        raise Rejected(f"not a safetensors file: {str(err)[:200]}") from None
-    del data
-    deadline.check()
-    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        raise Rejected("non-finite weights")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    current = model.state_dict()
-    loaded = {current[k].data_ptr() for k in state if k in current}
-    untied = [k for k in missing if current[k].data_ptr() not in loaded]  # tied copies are fine
-    if untied or unexpected:
-        raise Rejected(f"weights do not match the SFT model: missing {sorted(untied)[:3]}, "
-                       f"unexpected {sorted(unexpected)[:3]}")
-    deadline.check()
-    return model
-
-
 def _non_finite(metrics: dict) -> list[str]:
     """The metrics that are NaN or infinite (standard errors aside: one prompt gives a NaN one)."""
     import math
@@ -396,7 +291,7 @@ def _non_finite(metrics: dict) -> list[str]:
 
 
 def _score(policy, task_obj, *, seed: int, out_dir: str | None, losses: list[float], eval_kwargs: dict,
-           threads: int | None, deadline: _Deadline, trusted: bool) -> dict:
+           threads: int | None, deadline: Deadline, trusted: bool) -> dict:
     """The policy's metrics, under ``deadline``; raises :class:`Rejected` for a non-finite metric, a
     timeout, or (``trusted=False``: the weights came from a job) any error while scoring."""
     try:
@@ -498,13 +393,13 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
                 outcome = _run_sandbox(spec, timeout, runner_opts.get("memory_mb"))
             policy = None
             if outcome.get("status") == "done":
-                deadline = _Deadline(score_timeout)  # from here on: the job's output, under a deadline
+                deadline = Deadline(score_timeout)  # from here on: the job's output, under a deadline
                 try:
-                    policy = _load_policy(task_obj, job, deadline)
+                    policy = load_policy(task_obj, job, deadline)
                 except Exception as err:  # noqa: BLE001 - bad weights are the candidate's failure
                     outcome = {**outcome, "status": "failed", "reason": f"unusable weights: {err}"}
         finally:
-            _keep_job_log(job, out_dir)
+            keep_job_log(job, out_dir)
             _remove_shared(job)
     seconds["train"] = float(outcome.get("train_seconds") or 0.0)
     losses = [float(x) for x in outcome.get("losses", [])][:1_000_000]
@@ -516,7 +411,7 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         try:
             metrics = _score(policy, task_obj, seed=seed, out_dir=out_dir, losses=losses,
                              eval_kwargs=runner_opts.get("eval_kwargs") or {}, threads=train_cfg.threads,
-                             deadline=deadline or _Deadline(score_timeout), trusted=(mode == "none"))
+                             deadline=deadline or Deadline(score_timeout), trusted=(mode == "none"))
         except Rejected as err:
             outcome = {**outcome, "status": "failed", "reason": str(err)}
         seconds["eval"] = time.perf_counter() - t
@@ -529,33 +424,8 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
         if result.ok and policy is not None and not hasattr(task_obj, "evaluate"):  # recipes keep theirs
-            _save_policy(policy, Path(out_dir) / WEIGHTS)
+            save_policy(policy, Path(out_dir) / WEIGHTS)
     return result
-
-
-def _keep_job_log(job: Path, out_dir: str | None) -> None:
-    """Append the tail of the isolated job's own prints (untrusted text, read like every job file)
-    to ``out_dir/train.log``, where a campaign's and ``disco train --out``'s logs are."""
-    if not out_dir:
-        return
-    for name in (JOB_LOG, "stderr.log"):  # the sandboxed job's; the process job's stderr
-        try:
-            text = _read_job_file(job / name, MAX_JOB_LOG_BYTES, tail=True).decode("utf-8", "replace")
-        except Rejected:
-            continue  # absent, or not a plain file: nothing the parent will read
-        if text:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            with open(Path(out_dir) / "train.log", "a", encoding="utf-8", errors="replace") as log_file:
-                log_file.write(f"--- the training job's output ({name}) ---\n{text}\n")
-
-
-def _save_policy(policy, path: Path) -> None:
-    """The scored policy's weights (safetensors), so a run leaves something to look at and reuse."""
-    from safetensors.torch import save_file
-
-    from inner_loop.trainer import _untie
-    state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
-    save_file(_untie(state), str(path))
 
 
 def _train_here(code: str, task_obj, train_cfg, timeout: float, progress: bool):

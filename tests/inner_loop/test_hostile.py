@@ -17,7 +17,7 @@ import torch
 
 import objectives
 from hostile.unscreened import screen_off, source
-from inner_loop import runner
+from inner_loop import job_output, runner
 from inner_loop import trainer as T
 from inner_loop.runner import run_candidate
 from inner_loop.tasks import get_task
@@ -161,31 +161,31 @@ def test_weights_a_symlink_to_a_root_only_file_are_refused(task, tmp_path):
     job = tmp_path / "job"
     job.mkdir()
     (job / T.WEIGHTS).symlink_to(secret)
-    with pytest.raises(runner.Rejected, match="symlink"):
-        runner._load_policy(task, job)
+    with pytest.raises(job_output.Rejected, match="symlink"):
+        job_output.load_policy(task, job)
 
 
 def test_weights_a_hard_link_are_refused(task, tmp_path):
     _save(task.load_sft(), tmp_path / "other")
     (tmp_path / "job").mkdir()
     os.link(tmp_path / "other", tmp_path / "job" / T.WEIGHTS)
-    with pytest.raises(runner.Rejected, match="hard link"):
-        runner._load_policy(task, tmp_path / "job")
+    with pytest.raises(job_output.Rejected, match="hard link"):
+        job_output.load_policy(task, tmp_path / "job")
 
 
 FIFO_CHILD = """
 import sys
 from pathlib import Path
 from transformers import GPT2Config, GPT2LMHeadModel
-from inner_loop import runner
+from inner_loop import job_output
 
 class Task:
     def load_sft(self):
         return GPT2LMHeadModel(GPT2Config(vocab_size=8, n_positions=8, n_embd=8, n_layer=1, n_head=1))
 
 try:
-    runner._load_policy(Task(), Path(sys.argv[1]))
-except runner.Rejected as err:
+    job_output.load_policy(Task(), Path(sys.argv[1]))
+except job_output.Rejected as err:
     print(err)
 """
 
@@ -207,15 +207,15 @@ def test_oversized_weights_are_refused(task, tmp_path):
     _save(task.load_sft(), tmp_path / T.WEIGHTS)
     with open(tmp_path / T.WEIGHTS, "ab") as f:
         f.truncate(3 * f.tell() + 2**24)  # sparse: refused by its size, never read
-    with pytest.raises(runner.Rejected, match="over the limit"):
-        runner._load_policy(task, tmp_path)
+    with pytest.raises(job_output.Rejected, match="over the limit"):
+        job_output.load_policy(task, tmp_path)
 
 
 def test_finite_but_absurd_weights_fail_on_the_non_finite_metric(task, tmp_path):
     _save(task.load_sft(), tmp_path / T.WEIGHTS, scale=1e30)
-    deadline = runner._Deadline(120)
-    policy = runner._load_policy(task, tmp_path, deadline)  # finite: loads
-    with pytest.raises(runner.Rejected, match=r"non-finite metrics: .*\bkl=nan"):
+    deadline = job_output.Deadline(120)
+    policy = job_output.load_policy(task, tmp_path, deadline)  # finite: loads
+    with pytest.raises(job_output.Rejected, match=r"non-finite metrics: .*\bkl=nan"):
         runner._score(policy, task, seed=0, out_dir=None, losses=[], eval_kwargs={}, threads=1,
                       deadline=deadline, trusted=False)
 
@@ -224,9 +224,9 @@ def test_scoring_stops_at_its_deadline(task):
     policy = task.load_sft()
     policy.transformer.h[0].register_forward_pre_hook(lambda *_: time.sleep(0.05))  # ~10 s of scoring
     start = time.monotonic()
-    with pytest.raises(runner.ScoringTimeout, match="timeout"):
+    with pytest.raises(job_output.ScoringTimeout, match="timeout"):
         runner._score(policy, task, seed=0, out_dir=None, losses=[], eval_kwargs={}, threads=1,
-                      deadline=runner._Deadline(0.3), trusted=False)
+                      deadline=job_output.Deadline(0.3), trusted=False)
     assert time.monotonic() - start < 2.0
 
 
