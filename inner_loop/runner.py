@@ -425,7 +425,20 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         (Path(out_dir) / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
         if result.ok and policy is not None and not hasattr(task_obj, "evaluate"):  # recipes keep theirs
             save_policy(policy, Path(out_dir) / WEIGHTS)
+        _log_summary(Path(out_dir) / "train.log", result)
     return result
+
+
+def _log_summary(path: Path, result: TrainResult) -> None:
+    """One line per run in its train.log (written by this trusted process, after the job's own
+    output), so the log says what happened even when the job printed nothing."""
+    losses = result.losses
+    loss = f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""
+    secs = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    what = "done" if result.ok else f"failed: {result.reason}"
+    with open(path, "a", encoding="utf-8", errors="replace") as log_file:
+        log_file.write(f"run {what} ({result.steps} steps{loss}; isolation {result.config.get('isolation')}; "
+                       f"{secs})\n")
 
 
 def _train_here(code: str, task_obj, train_cfg, timeout: float, progress: bool):

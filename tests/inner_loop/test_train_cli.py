@@ -69,3 +69,4 @@ def test_train_out_keeps_the_policy_the_loss_curve_and_the_sandboxed_jobs_log(tm
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log = (out / "train.log").read_text()
     assert "the training job's output" in log and "a line from inside the job" in log
+    assert log.rstrip().splitlines()[-1].startswith("run done (3 steps, loss ")  # the parent's summary line
