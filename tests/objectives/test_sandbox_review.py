@@ -20,6 +20,7 @@ import pytest
 from objectives import lockdown, sandbox, shared_dirs
 from objectives.sandbox import SandboxError
 from tests.objectives import sandbox_targets
+from tests.objectives.test_sandbox import _alive_named
 
 T = sandbox_targets.__name__
 
@@ -28,17 +29,6 @@ def need(*layers: str):
     missing = [layer for layer in layers if layer not in sandbox.layers()]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (layers here: {', '.join(sandbox.layers())})")
-
-
-def _alive_named(name: str) -> list[int]:
-    alive = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and Path("/proc", entry, "comm").read_text().strip() == name:
-                alive.append(int(entry))
-        except OSError:
-            pass
-    return alive
 
 
 def _gone(name: str, within: float = 2.0) -> bool:
