@@ -28,7 +28,7 @@ import random
 import re
 
 from discovery.parsing import slug
-from discovery.proposers import Context, Proposal, normalise_code
+from discovery.proposal import Context, Proposal, normalise_code
 
 UNARY = ("logsigmoid", "sigmoid", "exp", "log1p", "softplus", "tanh", "relu", "abs", "square")
 TORCH_NAME = {"logsigmoid": "F.logsigmoid", "softplus": "F.softplus"}  # the rest: torch.<op>

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 from discovery import prompts
 from discovery.feedback import safe_reason
 from discovery.parsing import ReplyError, parse_reply
-from discovery.proposers import Context, Entry, Proposal, ProposerError
+from discovery.proposal import Context, Entry, Proposal, ProposerError
 from discovery.text import MAX_CODE_CHARS, MAX_REPLY_CHARS, clean
 
 log = logging.getLogger(__name__)
