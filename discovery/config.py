@@ -1,95 +1,122 @@
-"""``CampaignConfig``: everything that decides what a campaign does, as one frozen dataclass.
+"""``CampaignConfig``: everything that decides what a campaign does, as small frozen dataclasses.
 
-YAML is read only at the edge (:func:`load_yaml`, for ``disco run --config``); flags given on the
-command line win over the file. The resolved config is saved in the archive (``meta.config`` and
-on every row), and ``disco resume`` rebuilds it from there. It never holds an API key: only the
-*name* of the environment variable that does.
+::
+
+    candidates, baselines        what to search and against what
+    proposer   ProposerConfig    who writes candidates (evolve / an OpenAI-compatible endpoint)
+    prompt     PromptLimits      how much of the archive one prompt shows
+    training   TrainingConfig    the inner loop: task, seeds, beta, overrides, timeout, isolation
+    fitness    FitnessConfig     how a trained candidate is scored (judge: JudgeConfig)
+    execution  ExecutionConfig   workers, validation timeout, inspection, deduplication
+
+YAML is nested the same way and read only at the edge (:func:`load_yaml`, for ``disco run
+--config``); flags and ``--set section.key=value`` win over the file. :meth:`CampaignConfig.from_dict`
+also takes the flat keys of earlier versions (``task``, ``workers``, ``judge_model``, ...; see
+:data:`FLAT`), printing one deprecation line that names the new keys, so older files and
+archives keep working. The resolved config is saved in the archive (``meta.config`` and on every
+row), and ``disco resume`` rebuilds it from there. It never holds an API key: only the *name* of
+the environment variable that does.
+
+The functions a campaign calls (validator, fingerprinter, inspector, trainer, fitness) are no
+settings: they are objects, :class:`discovery.seams.Seams`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
+import logging
 from pathlib import Path
+from typing import ClassVar
+
+from inner_loop.overrides import KINDS, UserError, check, check_seeds  # noqa: F401 - re-exported
+
+log = logging.getLogger("discovery.config")
 
 
-class UserError(ValueError):
-    """A mistake in what a person asked for (a flag, a name, a file): ``disco`` prints it as one
-    line, ``disco: error: <message>``, and exits 2 (``disco --debug`` shows the traceback)."""
+class _Section:
+    """Checks shared by the sections: ``RANGES`` (field -> a kind of :data:`KINDS`), ``OPTIONAL``
+    (fields that may be None), ``CHOICES`` (field -> allowed values); messages name the field by
+    its dotted path (``PREFIX``), e.g. ``training.timeout must be a number > 0``."""
+
+    PREFIX: ClassVar[str] = ""
+    RANGES: ClassVar[dict] = {}
+    OPTIONAL: ClassVar[frozenset] = frozenset()
+    CHOICES: ClassVar[dict] = {}
+    SECTIONS: ClassVar[dict] = {}  # field -> section class (nested sections)
+
+    def _check(self) -> None:
+        for name, kind in self.RANGES.items():
+            value = getattr(self, name)
+            if not (name in self.OPTIONAL and value is None):
+                check(self.PREFIX + name, value, kind)
+        for name, choices in self.CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise UserError(f"{self.PREFIX}{name} must be one of {', '.join(choices)}, "
+                                f"not {getattr(self, name)!r}")
+        for name, section in self.SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, section.from_dict(value))
+            elif not isinstance(value, section):
+                raise UserError(f"{self.PREFIX}{name} must be a mapping of settings, not {value!r}")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        if not isinstance(d, dict):
+            raise UserError(f"{cls.PREFIX.rstrip('.')} must be a mapping of settings, not {d!r}")
+        unknown = [k for k in d if k not in cls.names()]
+        if unknown:
+            raise UserError(unknown_message([cls.PREFIX + k for k in unknown], all_keys(cls)))
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _Section):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            out[f.name] = value
+        return out
 
 
-def check(name: str, value, kind: str, wording: str | None = None) -> None:
-    """Raise :class:`UserError` unless ``value`` is of ``kind``, one of ``KINDS`` (e.g. ``"> 0"``
-    for a number above zero, ``"int >= 1"`` for a positive integer); the message names the range."""
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    is_number = (is_int or isinstance(value, float)) and not (isinstance(value, float) and math.isnan(value))
-    ok, words = KINDS[kind]
-    if not ((is_int if kind.startswith("int") else is_number) and ok(value)):  # NaN is no number
-        raise UserError(f"{name} must be {wording or words}, not {value!r}")
+def all_keys(cls, prefix: str | None = None) -> list[str]:
+    """Every dotted setting under ``cls`` (``training.seeds``, ``fitness.judge.model``, ...)."""
+    prefix = cls.PREFIX if prefix is None else prefix
+    out = []
+    for name in cls.names():
+        section = cls.SECTIONS.get(name)
+        out += all_keys(section) if section else [prefix + name]
+    return out
 
 
-KINDS = {
-    "number": (lambda v: True, "a number"),
-    "> 0": (lambda v: v > 0, "a number > 0"),
-    ">= 0": (lambda v: v >= 0, "a number >= 0"),
-    "int": (lambda v: True, "an integer"),
-    "int >= 0": (lambda v: v >= 0, "an integer >= 0"),
-    "int >= 1": (lambda v: v >= 1, "an integer >= 1"),
-}
-
-# the valid range of every numeric field of CampaignConfig (None: not set, allowed where listed)
-RANGES = {
-    "candidates": "int >= 0", "seed": "int", "beta": "> 0", "workers": "int >= 1",
-    "train_timeout": "> 0", "validate_timeout": "> 0", "max_attempts": "int >= 1",
-    "temperature": ">= 0", "max_tokens": "int >= 1", "request_timeout": "> 0", "max_retries": "int >= 0",
-    "retry_base_delay": ">= 0", "retry_max_delay": ">= 0", "max_new_tokens": "int >= 1",
-    "n_best": "int >= 0", "n_recent": "int >= 0", "n_failures": "int >= 0",
-    "max_code_chars": "int >= 1", "max_error_chars": "int >= 1",
-}
-OPTIONAL = {"beta"}
-CHOICES = {"dedupe": ("function", "training"), "isolation": ("auto", "none", "process", "sandbox")}
-
-
-def check_seeds(seeds, name: str = "seeds") -> tuple[int, ...]:
-    """``seeds`` as a tuple of distinct integers, at least one; else a :class:`UserError`."""
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise UserError(f"{name} must be a list of integers, not {seeds!r}")
-    seeds = tuple(seeds)
-    for s in seeds:
-        check(f"each of {name}", s, "int")
-    if not seeds:
-        raise UserError(f"{name} must hold at least one integer seed")
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"{name} must be distinct (a repeated seed counts one run twice), not {list(seeds)}")
-    return seeds
+def unknown_message(keys: list[str], known: list[str]) -> str:
+    hints = []
+    for k in keys:
+        close = difflib.get_close_matches(k, known, n=1)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown campaign setting {', '.join(hints)}"
 
 
 @dataclasses.dataclass(frozen=True)
-class CampaignConfig:
-    """One line per field; the defaults run an offline campaign on the embedded synthetic task."""
+class ProposerConfig(_Section):
+    """Who writes candidates, and the endpoint of the language-model proposer."""
 
-    # what to search and how long
-    proposer: str = "evolve"            # who writes candidates: "evolve" (offline) or "openai"
-    candidates: int = 6                 # stop when this many proposals have reached a final state
+    PREFIX: ClassVar[str] = "proposer."
+    RANGES: ClassVar[dict] = {"seed": "int", "temperature": ">= 0", "max_tokens": "int >= 1",
+                              "request_timeout": "> 0", "max_retries": "int >= 0",
+                              "retry_base_delay": ">= 0", "retry_max_delay": ">= 0"}
+
+    name: str = "evolve"                # "evolve" (offline symbolic evolution) or "openai"
     seed: int = 0                       # the proposer's random seed (evolve is deterministic given it)
-    # where and how candidates are scored
-    task: str = "synthetic"             # inner-loop task (inner_loop.tasks)
-    seeds: tuple[int, ...] = (0,)       # training seeds per candidate; fitness is their mean
-    beta: float | None = None           # KL strength; None: the task's default, resolved at start
-    baselines: tuple[str, ...] = ("dpo", "ipo", "lrml")  # evaluated first, on the same task/seeds
-    metric: str = "win_rate"            # the per-seed metric the fitness averages
-    fitness: str = "mean_metric"        # fitness function: a name in FITNESS or "module:function"
-    workers: int = 1                    # candidates trained at once (>1: one process each)
-    train_timeout: float = 600.0        # seconds per training run (one seed)
-    validate_timeout: float = 20.0      # seconds for the sandbox validation of one candidate
-    isolation: str = "auto"             # run_candidate's isolation for candidate code
-    max_attempts: int = 2               # training starts per row before a crashing row is failed
-    overrides: dict = dataclasses.field(default_factory=dict)  # TrainConfig/task overrides
-    inspect: bool = True                # write plots + symbolic summary into each candidate folder
-    dedupe: str = "training"            # skip a candidate that has the same "function" as an earlier
-                                        # one, or the same "training" (gradients up to a factor > 0)
-    # the language-model proposer
     base_url: str | None = None         # OpenAI-compatible endpoint; None: api.openai.com
     model: str = "gpt-4o-mini"          # model name as the endpoint knows it
     api_key_env: str = "OPENAI_API_KEY"  # NAME of the variable holding the key (never the key)
@@ -99,77 +126,261 @@ class CampaignConfig:
     max_retries: int = 5                # retries on 429, 5xx, timeouts and dropped connections
     retry_base_delay: float = 2.0       # first backoff in seconds, doubled per retry
     retry_max_delay: float = 60.0       # cap of one backoff (also caps a server's Retry-After)
-    # an LLM judge as fitness (evaluation.fitness: fitness "mt_bench" or "alpaca_eval", on a task
-    # that keeps its model, e.g. recipe:zephyr-gemma); request_timeout and max_retries apply too
-    judge_base_url: str | None = None   # OpenAI-compatible judge endpoint; None: api.openai.com
-    judge_model: str = "gpt-4"          # judge model name (FastChat's MT-Bench judge is gpt-4)
-    judge_api_key_env: str = "OPENAI_API_KEY"  # NAME of the variable holding the judge's key
+
+    def __post_init__(self):
+        self._check()
+
+    def endpoint(self):
+        """The proposer's endpoint for :mod:`discovery.openai_client`."""
+        from discovery.openai_client import Endpoint
+        return Endpoint(base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
+                        request_timeout=self.request_timeout, max_retries=self.max_retries,
+                        retry_base_delay=self.retry_base_delay, retry_max_delay=self.retry_max_delay)
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptLimits(_Section):
+    """How much of the archive one prompt shows (the prompt's length is bounded by these)."""
+
+    PREFIX: ClassVar[str] = "prompt."
+    RANGES: ClassVar[dict] = {"n_best": "int >= 0", "n_recent": "int >= 0", "n_failures": "int >= 0",
+                              "max_code_chars": "int >= 1", "max_thought_chars": "int >= 1",
+                              "max_error_chars": "int >= 1"}
+
+    n_best: int = 5                     # best finished candidates shown
+    n_recent: int = 3                   # most recent candidates shown
+    n_failures: int = 3                 # most recent invalid/failed candidates shown with errors
+    max_code_chars: int = 1500          # code longer than this is cut in prompts
+    max_thought_chars: int = 400        # hypotheses longer than this are cut in prompts
+    max_error_chars: int = 400          # error messages longer than this are cut in prompts
+
+    def __post_init__(self):
+        self._check()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig(_Section):
+    """The inner loop each candidate is trained with; fitness is over ``seeds``."""
+
+    PREFIX: ClassVar[str] = "training."
+    RANGES: ClassVar[dict] = {"beta": "> 0", "timeout": "> 0", "max_attempts": "int >= 1"}
+    OPTIONAL: ClassVar[frozenset] = frozenset({"beta"})
+    CHOICES: ClassVar[dict] = {"isolation": ("auto", "none", "process", "sandbox")}
+
+    task: str = "synthetic"             # inner-loop task (inner_loop.tasks)
+    seeds: tuple[int, ...] = (0,)       # training seeds per candidate; fitness is their mean
+    beta: float | None = None           # KL strength; None: the task's default, resolved at start
+    overrides: dict = dataclasses.field(default_factory=dict)  # TrainConfig/task overrides
+    timeout: float = 600.0              # seconds per training run (one seed)
+    isolation: str = "auto"             # run_candidate's isolation for candidate code
+    max_attempts: int = 2               # training starts per row before a crashing row is failed
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", check_seeds(self.seeds, "training.seeds"))
+        if not isinstance(self.overrides or {}, dict):
+            raise UserError(f"training.overrides must be a mapping, not {self.overrides!r}")
+        object.__setattr__(self, "overrides", dict(self.overrides or {}))
+        self._check()
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeConfig(_Section):
+    """An LLM judge as fitness (evaluation.fitness: ``mt_bench`` or ``alpaca_eval``, on a task that
+    keeps its model, e.g. recipe:zephyr-gemma)."""
+
+    PREFIX: ClassVar[str] = "fitness.judge."
+    RANGES: ClassVar[dict] = {"request_timeout": "> 0", "max_retries": "int >= 0",
+                              "max_new_tokens": "int >= 1"}
+
+    base_url: str | None = None         # OpenAI-compatible judge endpoint; None: api.openai.com
+    model: str = "gpt-4"                # judge model name (FastChat's MT-Bench judge is gpt-4)
+    api_key_env: str = "OPENAI_API_KEY"  # NAME of the variable holding the judge's key
+    request_timeout: float = 120.0      # seconds per HTTP request
+    max_retries: int = 5                # retries on 429, 5xx, timeouts and dropped connections
     fastchat_data: str | None = None    # FastChat's llm_judge/data folder (MT-Bench questions, prompts)
     mt_bench_questions: tuple[int, ...] = ()  # MT-Bench question ids to answer; empty: all 80
     alpaca_reference: str | None = None  # reference outputs, alpaca_eval's JSON/JSONL format
     alpaca_instructions: str | None = None  # JSON/JSONL of {instruction}; None: the reference's
     alpaca_judge_prompt: str | None = None  # judge prompt file; None: the installed alpaca_eval's
     max_new_tokens: int = 1024          # generated tokens per MT-Bench turn / AlpacaEval output
-    # how much of the archive a prompt shows (bounds the prompt's length)
-    n_best: int = 5                     # best finished candidates shown
-    n_recent: int = 3                   # most recent candidates shown
-    n_failures: int = 3                 # most recent invalid/failed candidates shown with errors
-    max_code_chars: int = 1500          # code longer than this is cut in prompts
-    max_error_chars: int = 400          # error messages longer than this are cut in prompts
-    # seams ("module:function"), replaceable by tests and by future fitness functions
-    trainer: str = "inner_loop.runner:run_candidate"
-    validator: str = "objectives.validate:validate"
-    fingerprinter: str = "objectives.fingerprint"      # module with fingerprint, find_duplicate, Fingerprint
-    inspector: str = "objectives.inspection:inspect_objective"
 
     def __post_init__(self):
-        object.__setattr__(self, "seeds", check_seeds(self.seeds))
-        for name, kind in RANGES.items():
-            if not (name in OPTIONAL and getattr(self, name) is None):
-                check(name, getattr(self, name), kind)
-        for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise UserError(f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
-        if isinstance(self.baselines, str) or not isinstance(self.overrides or {}, dict):
-            raise UserError("baselines must be a list of objective names and overrides a mapping")
-        object.__setattr__(self, "baselines", tuple(self.baselines))
-        object.__setattr__(self, "overrides", dict(self.overrides or {}))
-        questions = tuple(self.mt_bench_questions or ())
+        questions = self.mt_bench_questions or ()
+        if isinstance(questions, (str, bytes)) or not hasattr(questions, "__iter__"):
+            raise UserError(f"fitness.judge.mt_bench_questions must be a list of integers, not {questions!r}")
+        questions = tuple(questions)
         for q in questions:
-            check("each of mt_bench_questions", q, "int")
+            check("each of fitness.judge.mt_bench_questions", q, "int")
         object.__setattr__(self, "mt_bench_questions", questions)
+        self._check()
+
+    def endpoint(self):
+        """The judge's endpoint for :mod:`discovery.openai_client`."""
+        from discovery.openai_client import Endpoint
+        return Endpoint(base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
+                        request_timeout=self.request_timeout, max_retries=self.max_retries)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitnessConfig(_Section):
+    """How a trained candidate is scored: ``function`` of the per-seed results."""
+
+    PREFIX: ClassVar[str] = "fitness."
+    SECTIONS: ClassVar[dict] = {"judge": JudgeConfig}
+
+    function: str = "mean_metric"       # "mean_metric", or a judge of evaluation.fitness.JUDGES
+    metric: str = "win_rate"            # the per-seed metric mean_metric averages
+    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+
+    def __post_init__(self):
+        self._check()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionConfig(_Section):
+    """How the campaign runs its steps."""
+
+    PREFIX: ClassVar[str] = "execution."
+    RANGES: ClassVar[dict] = {"workers": "int >= 1", "validate_timeout": "> 0"}
+    CHOICES: ClassVar[dict] = {"dedupe": ("function", "training")}
+
+    workers: int = 1                    # candidates trained at once (>1: one process each)
+    validate_timeout: float = 20.0      # seconds for the sandbox validation of one candidate
+    inspect: bool = True                # write plots + symbolic summary into each candidate folder
+    dedupe: str = "training"            # skip a candidate that has the same "function" as an earlier
+                                        # one, or the same "training" (gradients up to a factor > 0)
+
+    def __post_init__(self):
+        self._check()
+
+
+# Keys of the flat config of earlier versions -> their nested places (some went to two)
+FLAT = {
+    "proposer": ("proposer.name",), "seed": ("proposer.seed",), "base_url": ("proposer.base_url",),
+    "model": ("proposer.model",), "api_key_env": ("proposer.api_key_env",),
+    "temperature": ("proposer.temperature",), "max_tokens": ("proposer.max_tokens",),
+    "retry_base_delay": ("proposer.retry_base_delay",), "retry_max_delay": ("proposer.retry_max_delay",),
+    "request_timeout": ("proposer.request_timeout", "fitness.judge.request_timeout"),
+    "max_retries": ("proposer.max_retries", "fitness.judge.max_retries"),
+    **{k: (f"prompt.{k}",) for k in ("n_best", "n_recent", "n_failures", "max_code_chars",
+                                     "max_error_chars")},
+    **{k: (f"training.{k}",) for k in ("task", "seeds", "beta", "overrides", "max_attempts", "isolation")},
+    "train_timeout": ("training.timeout",),
+    "fitness": ("fitness.function",), "metric": ("fitness.metric",),
+    "judge_base_url": ("fitness.judge.base_url",), "judge_model": ("fitness.judge.model",),
+    "judge_api_key_env": ("fitness.judge.api_key_env",),
+    **{k: (f"fitness.judge.{k}",) for k in ("fastchat_data", "mt_bench_questions", "alpaca_reference",
+                                            "alpaca_instructions", "alpaca_judge_prompt", "max_new_tokens")},
+    **{k: (f"execution.{k}",) for k in ("workers", "validate_timeout", "inspect", "dedupe")},
+}
+# Seams that used to be dotted strings in the config: their default values are dropped quietly
+DROPPED = {"trainer": "inner_loop.runner:run_candidate", "validator": "objectives.validate:validate",
+           "fingerprinter": "objectives.fingerprint", "inspector": "objectives.inspection:inspect_objective"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignConfig(_Section):
+    """The defaults run an offline campaign on the embedded synthetic task."""
+
+    RANGES: ClassVar[dict] = {"candidates": "int >= 0"}
+    SECTIONS: ClassVar[dict] = {"proposer": ProposerConfig, "prompt": PromptLimits,
+                                "training": TrainingConfig, "fitness": FitnessConfig,
+                                "execution": ExecutionConfig}
+
+    candidates: int = 6                 # stop when this many proposals have reached a final state
+    baselines: tuple[str, ...] = ("dpo", "ipo", "lrml")  # evaluated first, on the same task/seeds
+    proposer: ProposerConfig = dataclasses.field(default_factory=ProposerConfig)
+    prompt: PromptLimits = dataclasses.field(default_factory=PromptLimits)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    fitness: FitnessConfig = dataclasses.field(default_factory=FitnessConfig)
+    execution: ExecutionConfig = dataclasses.field(default_factory=ExecutionConfig)
+
+    def __post_init__(self):
+        if isinstance(self.baselines, (str, bytes)) or not hasattr(self.baselines, "__iter__"):
+            raise UserError("baselines must be a list of objective names")
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        self._check()
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CampaignConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in d if k not in known]
-        if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(k, known, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise UserError(f"unknown campaign setting {', '.join(hints)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, *, warn: bool = True) -> "CampaignConfig":
+        """From nested settings (as :meth:`to_dict` writes them) or the flat keys of earlier versions
+        (:data:`FLAT`; with ``warn``, one line on stderr names their new keys). A nested key wins
+        over a flat one for the same setting."""
+        return cls(**nested_settings(d, warn=warn))
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["seeds"], d["baselines"] = list(self.seeds), list(self.baselines)
-        d["mt_bench_questions"] = list(self.mt_bench_questions)
-        return d
+    def with_changes(self, changes: dict, *, warn: bool = True) -> "CampaignConfig":
+        """This config with ``changes`` (dotted ``section.key``, nested or flat keys) applied."""
+        return CampaignConfig.from_dict(merge(self.to_dict(), nested_settings(changes, warn=warn)))
 
     def resolved(self) -> "CampaignConfig":
-        """Fill in what defaults to "the task's": beta."""
-        if self.beta is not None:
+        """Fill in what defaults to "the task's": beta (from the task's data, nothing is built)."""
+        if self.training.beta is not None:
             return self
-        return dataclasses.replace(self, beta=task_beta(self.task, self.overrides))
+        beta = task_beta(self.training.task, self.training.overrides)
+        return dataclasses.replace(self, training=dataclasses.replace(self.training, beta=beta))
 
 
 def task_beta(task: str, overrides: dict | None = None) -> float:
-    """The task's default beta (building the task if needed; it is cached for training anyway)."""
-    from inner_loop.runner import split_overrides
-    from inner_loop.tasks import get_task
-    _, task_overrides, _ = split_overrides(dict(overrides or {}))
-    return float(get_task(task, progress=False, **task_overrides).beta)
+    """The task's default beta, read from its defaults (no model is built, no SFT trained)."""
+    from inner_loop.tasks import task_defaults
+    return float(task_defaults(task, dict(overrides or {})).beta)
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied, mappings merged key by key (a section's overrides too)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def nested_settings(d: dict, *, warn: bool = True) -> dict:
+    """``d`` (nested, dotted ``section.key`` or flat keys) as nested settings for
+    :class:`CampaignConfig`; unknown keys get a "did you mean"."""
+    from inner_loop.overrides import nest
+    if not isinstance(d, dict):
+        raise UserError(f"expected a mapping of campaign settings, not {d!r}")
+    top = CampaignConfig.names()
+    flat, nested, moved, unknown = {}, {}, [], []
+    for key, value in d.items():
+        head = str(key).split(".", 1)[0]
+        if "." in str(key) and head in CampaignConfig.SECTIONS:
+            nested = merge(nested, nest({key: value}))
+        elif key in CampaignConfig.SECTIONS and isinstance(value, dict):
+            nested = merge(nested, {key: value})
+        elif key in top and key not in CampaignConfig.SECTIONS:
+            nested[key] = value
+        elif key in FLAT:
+            for new in FLAT[key]:
+                flat = merge(flat, nest({new: value}))
+            moved.append(f"{key} -> {' and '.join(FLAT[key])}")
+        elif key in DROPPED:
+            if value not in (None, DROPPED[key]):
+                raise UserError(f"{key} is no longer a campaign setting: the functions a campaign calls "
+                                f"are objects (discovery.seams.Seams), not {value!r}")
+            moved.append(f"{key} (dropped: seams are objects now)")
+        else:
+            unknown.append(str(key))
+    if unknown:
+        raise UserError(unknown_message(unknown, top + list(FLAT) + all_keys(CampaignConfig)))
+    for name, section in CampaignConfig.SECTIONS.items():  # unknown nested keys, with their path
+        if isinstance(nested.get(name), dict):
+            _check_keys(section, nested[name])
+    if moved and warn:
+        log.warning("deprecated flat campaign settings, write them nested: %s", "; ".join(moved))
+    return merge(flat, nested)
+
+
+def _check_keys(section, d: dict) -> None:
+    unknown = [k for k in d if k not in section.names()]
+    if unknown:
+        raise UserError(unknown_message([section.PREFIX + k for k in unknown], all_keys(CampaignConfig)))
+    for name, sub in section.SECTIONS.items():
+        if isinstance(d.get(name), dict):
+            _check_keys(sub, d[name])
 
 
 def load_yaml(path: str | Path) -> dict:
