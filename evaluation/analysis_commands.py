@@ -8,52 +8,10 @@ import argparse
 import json
 import sys
 
+from evaluation.settings import parse_overrides
+
 RUNNER = None  # None: inner_loop.runner.run_candidate; tests put a fake here
 DEFAULT_SEEDS = (0, 1, 2)
-
-
-def parse_value(text: str):
-    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"`` -> True, anything else stays a string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-# run_candidate's own arguments: an override by these names would collide with them. "seed" is the
-# training seed (--seeds); a task's data seed is a task field (the synthetic task's is data_seed).
-RESERVED = ("objective", "task", "beta", "seed", "out_dir", "isolation", "timeout", "progress")
-
-
-def reserved_hint(keys) -> str:
-    """Why ``keys`` cannot be overrides, and what to use instead."""
-    hint = f"{', '.join(keys)}: run_candidate's own argument; use --seeds / --beta(s) / --task(s)"
-    return hint + (" (the synthetic task's data seed is data_seed=N)" if "seed" in keys else "")
-
-
-def check_reserved(keys, where: str) -> None:
-    from discovery.config import UserError
-    clash = [k for k in keys if k in RESERVED]
-    if clash:
-        raise UserError(f"{where}: cannot override {reserved_hint(clash)}")
-
-
-def parse_overrides(items) -> tuple:
-    """``["max_steps=20", "lr=1e-5"]`` -> sorted ``(("lr", 1e-05), ("max_steps", 20))``."""
-    from discovery.config import UserError
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = parse_value(value.strip())
-    check_reserved(out, "--set")
-    return tuple(sorted(out.items()))
 
 
 def _runner_kwargs(args) -> dict:
@@ -61,10 +19,10 @@ def _runner_kwargs(args) -> dict:
 
 
 def check_args(args, *, betas=(), beta_flag="--beta", seeds=None, task=None, overrides=()) -> None:
-    """The ranges of the flags compare and heldout share (a :class:`~discovery.config.UserError`
+    """The ranges of the flags compare and heldout share (a :class:`~inner_loop.overrides.UserError`
     names the valid range): betas > 0, seeds distinct integers, timeout > 0, n_boot >= 1; the task's
     name, the --set keys and, on the synthetic task, the metric's name (each with a "did you mean")."""
-    from discovery.config import UserError, check, check_seeds
+    from inner_loop.overrides import UserError, check, check_seeds
     for b in betas:
         check(beta_flag, b, "> 0")
     if seeds is not None:
@@ -163,7 +121,7 @@ def cmd_compare(args) -> int:
 def cmd_heldout(args) -> int:
     from evaluation.campaign import CampaignError
     from evaluation.compare import format_table
-    from discovery.config import check
+    from inner_loop.overrides import check
     from evaluation.heldout import HeldoutError, evaluate_heldout
 
     check_args(args, betas=args.betas or (), beta_flag="each of --betas", seeds=args.seeds)

@@ -86,8 +86,8 @@ TOP_LEVEL: tuple = ()   # heldout, compare, report go here (or into EVAL_SUBCOMM
 
 # ------------------------------------------------------------------------------------ handlers
 def _check_judge(args) -> None:
-    """The judge flags' ranges (a :class:`~discovery.config.UserError` names the valid one)."""
-    from discovery.config import check
+    """The judge flags' ranges (a :class:`~inner_loop.overrides.UserError` names the valid one)."""
+    from inner_loop.overrides import check
     check("--judge-timeout", args.judge_timeout, "> 0")
     check("--judge-retries", args.judge_retries, "int >= 0")
 
@@ -100,7 +100,7 @@ def _make_judge(args):
 
 
 def _mt_bench(args) -> int:
-    from discovery.config import check
+    from inner_loop.overrides import check
     from evaluation import mt_bench
     from evaluation.judge import JudgmentCache
 
@@ -129,7 +129,7 @@ def _mt_bench(args) -> int:
 def _generate_mt_bench(args) -> int:
     from pathlib import Path
 
-    from discovery.config import UserError, check
+    from inner_loop.overrides import UserError, check
     check("--max-new-tokens", args.max_new_tokens, "int >= 1")
     wanted = None
     if args.question_ids:
@@ -160,7 +160,7 @@ def _generate_mt_bench(args) -> int:
 
 
 def _alpaca(args) -> int:
-    from discovery.config import UserError, check
+    from inner_loop.overrides import UserError, check
     from evaluation import alpaca
     from evaluation.judge import JudgmentCache
 

@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 
 from evaluation.campaign import Campaign, read_campaign, used_settings
 from evaluation.compare import BASELINES, Run, Setting, Table, jsonable, run_grid, summarize
+from evaluation.settings import parse_task_variant
+from inner_loop.overrides import UserError
 
 HELDOUT_JSON = "heldout.json"
 N_DEFAULT_SEEDS = 3
@@ -36,20 +38,12 @@ class HeldoutError(ValueError):
 
 
 def parse_task(text: str) -> tuple[str, tuple]:
-    """``"synthetic:max_completion_len=32,data_seed=7"`` -> (name, sorted overrides)."""
-    from evaluation.analysis_commands import RESERVED, parse_value, reserved_hint
-
-    name, _, rest = text.partition(":")
-    overrides = {}
-    for item in filter(None, (x.strip() for x in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise HeldoutError(f"task variant {text!r}: expected NAME:key=value,key=value")
-        overrides[key.strip()] = parse_value(value.strip())
-    clash = [k for k in overrides if k in RESERVED]
-    if clash:
-        raise HeldoutError(f"task variant {text!r}: cannot override {reserved_hint(clash)}")
-    return name.strip(), tuple(sorted(overrides.items()))
+    """``"synthetic:max_completion_len=32,data_seed=7"`` -> (name, sorted overrides)
+    (:func:`evaluation.settings.parse_task_variant`, a mistake raised as :class:`HeldoutError`)."""
+    try:
+        return parse_task_variant(text)
+    except UserError as err:
+        raise HeldoutError(str(err)) from None
 
 
 def plan_settings(used: dict, *, tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
