@@ -1,17 +1,16 @@
 """``openai``: a proposer that asks a language model, through any OpenAI-compatible endpoint.
 
-The endpoint is the ``openai`` client pointed at ``base_url`` (OpenAI itself when unset; vLLM,
-Ollama, llama.cpp's server, ... otherwise). The API key is read from the environment variable whose
-*name* is configured; it lives only inside the client object and is never logged, stored in the
-archive, or passed to training processes. A local endpoint without a key gets a placeholder key, as
-those servers ignore it.
+The endpoint is reached through :class:`discovery.openai_client.ChatClient`, the one client the
+judge uses too: the API key is read from the environment variable whose *name* is configured (a
+local endpoint may go without), it is never logged, stored in the archive or passed to training
+processes; rate limits (429), server errors (5xx), timeouts and dropped connections are retried
+with bounded exponential backoff that honours ``Retry-After``. When the endpoint fails for good, or
+refuses the request (another HTTP error, no key), the campaign stops with :class:`ProposerError`.
 
 Every request is one system prompt plus one user prompt rebuilt from the archive (not a growing
-chat transcript): the baselines, the best and most recent candidates with their fitness, and the
-errors of the last failures, each entry clipped, so the prompt stays bounded however large the
-archive grows. Rate limits (429), server errors (5xx), timeouts and dropped connections are retried
-with bounded exponential backoff here (the client's own retries are off, so the schedule is ours
-and testable); other HTTP errors stop the campaign with :class:`ProposerError`.
+chat transcript): the baselines (their code as :mod:`objectives.baselines` writes it), the best and
+most recent candidates with their fitness, and the errors of the last failures, each entry
+clipped, so the prompt stays bounded however large the archive grows.
 
 The reply is untrusted text. The response body is read here, not by the client: undecodable bytes
 and lone surrogates become U+FFFD, and a body that is not JSON, a reply over
@@ -23,60 +22,29 @@ message, a forged sandbox verdict) never reaches the endpoint.
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
+import ast
 import json
-import logging
-import os
+import re
 import time
-from urllib.parse import urlparse
 
 from discovery import prompts
+from discovery.config import PromptLimits
 from discovery.feedback import safe_reason
+from discovery.openai_client import ChatClient, Endpoint, EndpointError
+from discovery.openai_client import resolve_key as _resolve_key
 from discovery.parsing import ReplyError, parse_reply
 from discovery.proposal import Context, Entry, Proposal, ProposerError
 from discovery.text import MAX_CODE_CHARS, MAX_REPLY_CHARS, clean
-
-log = logging.getLogger(__name__)
-
-PLACEHOLDER_KEY = "sk-local-no-key"
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptLimits:
-    """How much of the archive one prompt shows (the prompt's size is bounded by these)."""
-
-    n_best: int = 5
-    n_recent: int = 3
-    n_failures: int = 3
-    max_code_chars: int = 1500
-    max_thought_chars: int = 400
-    max_error_chars: int = 400
-
-
-def is_local(base_url: str | None) -> bool:
-    """True for loopback, private-network and ``*.local`` hosts (keyless servers live there)."""
-    if not base_url:
-        return False
-    host = (urlparse(base_url).hostname or "").lower()
-    if host in ("localhost", "0.0.0.0") or host.endswith((".local", ".localhost")):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local
+from objectives.baselines import REGISTRY
 
 
 def resolve_key(api_key_env: str, base_url: str | None) -> str:
-    key = os.environ.get(api_key_env, "")
-    if key:
-        return key
-    if is_local(base_url):
-        return PLACEHOLDER_KEY
-    where = base_url or "the OpenAI API"
-    raise ProposerError(f"no API key: set the environment variable {api_key_env} for {where}, "
-                        "or choose another variable with --api-key-env")
+    """:func:`discovery.openai_client.resolve_key` for the proposer: a missing key is a
+    :class:`ProposerError`."""
+    try:
+        return _resolve_key(Endpoint(base_url, "", api_key_env))
+    except EndpointError as err:
+        raise ProposerError(str(err)) from None
 
 
 def clip(text: str | None, limit: int) -> str:
@@ -93,14 +61,31 @@ def _score(e: Entry) -> str:
     return f"fitness {e.fitness:.4f}{se}"
 
 
-def baseline_code(e: Entry, beta: float) -> str:
-    """A baseline as the model should write it: the (rho, beta) form where there is one, else its
-    registry source without the registration decorator."""
-    from discovery.evolve import seed_trees, to_code
-    tree = seed_trees(beta).get(e.name)
-    if tree is not None:
-        return to_code(tree, e.name)
-    return "\n".join(line for line in e.code.splitlines() if not line.lstrip().startswith("@"))
+_SIGNATURE = re.compile(r"^def (\w+)\(pc, pr, rc, rr, beta\)", re.MULTILINE)
+_MARGIN = re.compile(r"\bmargin\(pc, pr, rc, rr\)")
+
+
+def baseline_code(e: Entry) -> str:
+    """A baseline's code as the prompt shows it: its source in :mod:`objectives.baselines` (the
+    archive's copy for a name not registered there) without the registration decorator, its
+    module's constants written as numbers, and, for a loss of the margin alone, in the
+    ``(rho, beta)`` form the model is asked to write."""
+    objective = REGISTRY.get(e.name) if e.name in REGISTRY else None
+    source = objective.source if objective is not None else e.code
+    lines = source.splitlines()
+    try:
+        fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef))
+        lines = lines[fn.lineno - 1:]  # lineno is the def line: the decorator lines come before it
+    except (SyntaxError, StopIteration):
+        lines = [line for line in lines if not line.lstrip().startswith("@")]
+    code = "\n".join(lines)
+    if objective is not None:
+        constants = {k: v for k, v in objective.fn.__globals__.items()
+                     if k.isupper() and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for name, value in constants.items():
+            code = re.sub(rf"\b{name}\b", repr(value), code)
+    of_rho = _MARGIN.sub("rho", _SIGNATURE.sub(r"def \1(rho, beta)", code, count=1))
+    return of_rho if not re.search(r"\b(pc|pr|rc|rr)\b", of_rho) else code
 
 
 def render_prompt(context: Context, limits: PromptLimits) -> str:
@@ -109,7 +94,7 @@ def render_prompt(context: Context, limits: PromptLimits) -> str:
         reason = safe_reason(e.reason, e.code) if e.reason else ""
         status = _score(e) if e.status == "done" else \
             f"status: {e.status}" + (f" ({clip(reason, limits.max_error_chars)})" if reason else "")
-        code = baseline_code(e, context.beta) if e.kind == "baseline" else e.code
+        code = baseline_code(e) if e.kind == "baseline" else e.code
         return prompts.render("entry", title=title, status_line=status,
                               thought=clip(e.thought, limits.max_thought_chars) or "(none given)",
                               code=clip(code, limits.max_code_chars))
@@ -142,68 +127,46 @@ class LLMProposer:
                  max_tokens: int | None = 2048, timeout: float = 120.0, max_retries: int = 5,
                  retry_base_delay: float = 2.0, retry_max_delay: float = 60.0,
                  limits: PromptLimits = PromptLimits(), sleep=time.sleep):
-        import openai  # here, so the offline proposer never needs it
-        self._openai = openai
-        self._key = resolve_key(api_key_env, base_url)
-        self._client = openai.OpenAI(api_key=self._key, base_url=base_url, timeout=timeout,
-                                     max_retries=0)
+        endpoint = Endpoint(base_url=base_url, model=model, api_key_env=api_key_env,
+                            request_timeout=timeout, max_retries=max_retries,
+                            retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay)
+        try:
+            self._client = ChatClient(endpoint, label="proposer", sleep=sleep)
+        except EndpointError as err:  # no key
+            raise ProposerError(str(err)) from None
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
-        self.max_retries, self.base_delay, self.max_delay = max_retries, retry_base_delay, retry_max_delay
-        self.limits, self._sleep = limits, sleep
+        self.limits = limits
 
     def __repr__(self) -> str:  # never show the key
-        return f"LLMProposer(model={self.model!r}, base_url={str(self._client.base_url)!r})"
+        return f"LLMProposer(model={self.model!r}, base_url={self._client.base_url!r})"
 
     @classmethod
     def from_config(cls, config) -> "LLMProposer":
-        return cls(model=config.model, base_url=config.base_url, api_key_env=config.api_key_env,
-                   temperature=config.temperature, max_tokens=config.max_tokens,
-                   timeout=config.request_timeout, max_retries=config.max_retries,
-                   retry_base_delay=config.retry_base_delay, retry_max_delay=config.retry_max_delay,
-                   limits=PromptLimits(n_best=config.n_best, n_recent=config.n_recent,
-                                       n_failures=config.n_failures,
-                                       max_code_chars=config.max_code_chars,
-                                       max_error_chars=config.max_error_chars))
+        """The proposer of a :class:`~discovery.config.CampaignConfig`: its ``proposer`` section
+        (endpoint, sampling) and its ``prompt`` limits."""
+        p = config.proposer
+        return cls(model=p.model, base_url=p.base_url, api_key_env=p.api_key_env,
+                   temperature=p.temperature, max_tokens=p.max_tokens, timeout=p.request_timeout,
+                   max_retries=p.max_retries, retry_base_delay=p.retry_base_delay,
+                   retry_max_delay=p.retry_max_delay, limits=config.prompt)
 
     def messages(self, context: Context) -> list[dict]:
         return [{"role": "system", "content": prompts.render("system")},
                 {"role": "user", "content": render_prompt(context, self.limits)}]
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
-
-    def _retry_delay(self, err, attempt: int) -> float:
-        delay = self.base_delay * 2 ** attempt
-        response = getattr(err, "response", None)
-        after = response.headers.get("retry-after") if response is not None else None
-        try:
-            delay = float(after) if after is not None else delay
-        except ValueError:
-            pass
-        return max(0.0, min(delay, self.max_delay))
-
     def _complete(self, messages) -> bytes:
         """The raw response body (read here, so that a malformed body cannot raise in the client)."""
-        o = self._openai
-        for attempt in range(self.max_retries + 1):
-            try:
-                kwargs = {"max_tokens": self.max_tokens} if self.max_tokens else {}
-                raw = self._client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=messages, temperature=self.temperature, **kwargs)
-                return raw.http_response.content
-            except (o.RateLimitError, o.APITimeoutError, o.APIConnectionError,
-                    o.InternalServerError) as err:
-                what = type(err).__name__
-                if attempt == self.max_retries:
-                    raise ProposerError(f"the endpoint failed {attempt + 1} times; last: {what}: "
-                                        f"{self._redact(clean(err))[:300]}") from None
-                delay = self._retry_delay(err, attempt)
-                log.warning("proposer: %s, retrying in %.2fs (%d/%d)", what, delay, attempt + 1,
-                            self.max_retries)
-                self._sleep(delay)
-            except o.APIStatusError as err:
-                raise ProposerError(f"the endpoint refused the request (HTTP {err.status_code}): "
-                                    f"{self._redact(clean(err))[:300]}") from None
+        params = {"temperature": self.temperature}
+        if self.max_tokens:
+            params["max_tokens"] = self.max_tokens
+        try:
+            return self._client.body(messages, **params)
+        except EndpointError as err:
+            if err.retryable:
+                raise ProposerError(f"the endpoint failed {err.attempts} times; last: {err.what}: "
+                                    f"{err.detail}") from None
+            raise ProposerError(f"the endpoint refused the request (HTTP {err.status}): "
+                                f"{err.detail}") from None
 
     def propose(self, context: Context) -> Proposal:
         messages = self.messages(context)

@@ -21,13 +21,16 @@ from discovery.proposal import (  # noqa: F401 - re-exports, see the docstring
 )
 from objectives.registry import Registry
 
+__all__ = ["PROPOSERS", "make_proposer",
+           "Context", "Entry", "Proposal", "Proposer", "ProposerError", "normalise_code"]
+
 
 def _openai(config) -> Proposer:
     return LLMProposer.from_config(config)
 
 
 def _evolve(config) -> Proposer:
-    return EvolveProposer(seed=config.seed)
+    return EvolveProposer(seed=config.proposer.seed)
 
 
 PROPOSERS: Registry[Callable[..., Proposer]] = Registry("proposer")
@@ -36,5 +39,5 @@ PROPOSERS.register("openai", _openai)
 
 
 def make_proposer(config) -> Proposer:
-    """Build the proposer named by ``config.proposer`` (unknown names get a "did you mean")."""
-    return PROPOSERS.get(config.proposer)(config)
+    """Build the proposer named by ``config.proposer.name`` (unknown names get a "did you mean")."""
+    return PROPOSERS.get(config.proposer.name)(config)

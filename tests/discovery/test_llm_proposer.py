@@ -5,8 +5,10 @@ import json
 import pytest
 
 from discovery.archive import Archive
-from discovery.llm import LLMProposer, PromptLimits, is_local, render_prompt, resolve_key
-from discovery.proposers import Context, Entry, ProposerError
+from discovery.config import PromptLimits
+from discovery.llm import LLMProposer, render_prompt, resolve_key
+from discovery.openai_client import is_local
+from discovery.proposal import Context, Entry, ProposerError
 from fake_openai import FakeOpenAI, error, reply, slow
 
 GOOD = {"thought": "a steeper logistic loss", "name": "steep_dpo",
