@@ -2,21 +2,20 @@
 
 The x axis everywhere is z = beta * rho (as in DiscoPOP's Figure 4). Two kinds of function live here:
 
-* trusted pure functions that take an objective (or source text) and return plain dicts of floats,
-  :func:`profile` and :func:`profile_source`. They run the loss, so for untrusted source they are
-  called inside the sandbox through :func:`isolated` (``"objectives.analysis:profile_source"``);
+* :func:`profile`, a trusted pure function that takes an objective and returns plain dicts of
+  floats. It runs the loss, so it is called through :func:`objectives.candidate.run`
+  (``"objectives.analysis:profile"``): in this process for a built-in, in the sandbox for source;
 * :func:`summarise`, which reads a profile (never the code) and, when the code translated
   (:mod:`objectives.symbolic`), its closed form: f'(0), local extrema, convexity and the limits as
   rho -> +-inf, each with the method that produced it.
 
-:func:`analyse` is the thin layer that picks: registry objectives run in this process, source text
-in the sandbox.
+:func:`analyse` is the thin layer over both, for any reference :func:`objectives.candidate.resolve`
+takes; where the code ran is :func:`objectives.candidate.isolation_for`'s decision.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 
 import numpy as np
@@ -24,7 +23,7 @@ import sympy
 import torch
 
 from objectives.base import Objective, ObjectiveError
-from objectives.baselines import REGISTRY
+from objectives.candidate import isolation_for, resolve, run
 from objectives.symbolic import Z, SymbolicTimeout, Translation, time_limit, translate
 
 FULL = (-10.0, 10.0, 2001)  # the plot's range, spacing 0.01
@@ -82,48 +81,8 @@ def profile(obj: Objective, beta: float) -> dict:
             "df": encode(df), "tail_z": tails.tolist(), "tail_f": encode(tail_f)}
 
 
-def profile_source(source: str, beta: float, kind: str | None = None) -> dict:
-    """:func:`profile` of source text; the sandbox's target ``objectives.analysis:profile_source``."""
-    from objectives.loader import load
-    return profile(load(source, kind=kind), beta)
-
-
-def isolated(target: str, *args, timeout: float = SANDBOX_TIMEOUT, **kwargs):
-    """Call the trusted function ``target`` ("module:function") on untrusted data in the sandbox.
-
-    Where objectives/sandbox.py is not installed the call runs in this process, and
-    :func:`untrusted_runs_in` says so. Failures come back as ObjectiveError with the reason.
-    """
-    call, error_type = _sandbox()
-    if call is not None:
-        try:
-            return call(target, *args, timeout=timeout, **kwargs)
-        except error_type as err:
-            kind = getattr(err, "kind", "")
-            raise ObjectiveError(f"in the sandbox ({kind}): {getattr(err, 'reason', err)}") from None
-    module, _, name = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-    except ObjectiveError:
-        raise
-    except Exception as err:  # the candidate's own error, reported as a typed failure
-        raise ObjectiveError(f"{type(err).__name__}: {err}") from None
-
-
-def _sandbox():
-    try:
-        from objectives.sandbox import SandboxError, call
-    except ModuleNotFoundError as err:
-        if err.name != "objectives.sandbox":
-            raise
-        return None, None
-    return call, SandboxError
-
-
 def untrusted_runs_in() -> str:
-    """Where :func:`isolated` runs code, in words, with the sandbox's isolation layers."""
-    if _sandbox()[0] is None:
-        return "in-process (objectives.sandbox not installed)"
+    """Where an untrusted candidate's code runs, in words, with the sandbox's isolation layers."""
     from objectives import sandbox
     try:
         return f"sandbox ({', '.join(sandbox.layers())})"
@@ -296,41 +255,17 @@ class Analysis:
 
 
 def analyse(x, beta: float = DEFAULT_BETA) -> Analysis:
-    """Profile and summarise a registry name, an Objective, a .py path or source text.
+    """Profile and summarise anything :func:`objectives.candidate.resolve` takes (a Candidate, a
+    registry name, an Objective, a .py path or source text).
 
-    Registry objectives are run in this process; anything else runs in the sandbox (see
-    :func:`isolated`). The closed form is always found by walking the AST, never by running code.
+    A built-in runs in this process; anything else in the sandbox, with the candidate's kind passed
+    on (see :func:`objectives.candidate.run`). The closed form is always found by walking the AST,
+    never by running code; for source the screen runs first (refused code raises ObjectiveError).
     """
-    if isinstance(x, str) and x in REGISTRY:
-        x = REGISTRY.get(x)
-    if isinstance(x, Objective) and x.form == "registry":
-        name, prof, where = x.name, profile(x, beta), "in-process (registry objective)"
-        translation = translate(x)
-    else:
-        source, name = source_of(x)
-        translation = translate(source)  # screens first: refused code raises ObjectiveError here
-        kind = x.kind if isinstance(x, Objective) else None
-        prof = isolated("objectives.analysis:profile_source", source, beta=beta, kind=kind)
-        where = untrusted_runs_in()
-    summary = summarise(prof, translation, name=name)
+    candidate = resolve(x)
+    translation = translate(candidate)
+    prof = run(candidate, "objectives.analysis:profile", float(beta), timeout=SANDBOX_TIMEOUT)
+    where = "in-process (registry objective)" if isolation_for(candidate) == "none" else untrusted_runs_in()
+    summary = summarise(prof, translation, name=candidate.name)
     summary["code_ran"] = where
-    return Analysis(name, prof, summary, translation)
-
-
-def source_of(x) -> tuple[str, str]:
-    """(source, name) of an Objective, a .py path or source text; a file is named after its function
-    (as ``disco validate`` and the campaign name it), not after the file."""
-    from objectives.screen import screen
-    if isinstance(x, Objective):
-        return x.source, x.name
-    if isinstance(x, str) and "\n" not in x and x.endswith(".py"):
-        from pathlib import Path
-        path = Path(x)
-        if not path.is_file():
-            raise ObjectiveError(f"no such file: {path}")
-        text = path.read_text()
-        return text, screen(text).function_name
-    if isinstance(x, str) and "def " in x:
-        return x, screen(x).function_name
-    REGISTRY.get(x)  # raises with a "did you mean"
-    raise AssertionError("unreachable")
+    return Analysis(candidate.name, prof, summary, translation)

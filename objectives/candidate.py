@@ -47,15 +47,16 @@ class Candidate:
     def with_kind(self, kind: str | None) -> "Candidate":
         return self if kind is None or kind == self.kind else dataclasses.replace(self, kind=kind)
 
-    def load(self) -> Objective:
+    def load(self, *, probe: bool = True) -> Objective:
         """The callable objective. For source this defines the function in this process (no
-        candidate logic runs; without a kind, :func:`objectives.loader.probe_kind` calls it): call
-        it only where its code may run, i.e. inside the sandbox for an untrusted candidate."""
+        candidate logic runs; without a kind, :func:`objectives.loader.probe_kind` calls it, or
+        with ``probe=False`` the kind is guessed from the form): call it only where its code may
+        run, i.e. inside the sandbox for an untrusted candidate."""
         from objectives.baselines import REGISTRY
         if self.trusted:
             return REGISTRY.get(self.name)
-        from objectives.loader import load
-        return load(self.source, name=self.name, kind=self.kind)
+        from objectives.loader import from_source
+        return from_source(self.source, name=self.name, kind=self.kind, probe=probe)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,9 +105,21 @@ def resolve(ref, *, kind: str | None = None) -> Candidate:
         except (OSError, UnicodeDecodeError) as err:
             raise ObjectiveError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
         return Candidate(source, _function_name(source) or path.stem, False, kind, str(path))
-    if "def " not in ref:
-        REGISTRY.get(ref)  # raises UnknownNameError with a "did you mean"
+    if "def " not in ref and "\n" not in ref.strip():
+        REGISTRY.get(ref)  # one line and no function: a misspelt name; raises with a "did you mean"
     return Candidate(ref, _function_name(ref) or "candidate", False, kind)
+
+
+def load(ref, *, name: str | None = None, kind: str | None = None, probe: bool = True) -> Objective:
+    """``objectives.load``: the callable :class:`Objective` for any reference :func:`resolve` takes
+    (an Objective as it is). ``name`` renames a loaded source; ``kind``: the kind already measured
+    (no probe then). Source is defined in this process: see :meth:`Candidate.load`."""
+    if isinstance(ref, Objective):
+        return ref
+    candidate = resolve(ref, kind=kind)
+    if name is not None and not candidate.trusted:
+        candidate = dataclasses.replace(candidate, name=name)
+    return candidate.load(probe=probe)
 
 
 def isolation_for(candidate: Candidate, requested: str = "auto") -> str:

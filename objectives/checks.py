@@ -29,8 +29,9 @@ from typing import Callable
 import torch
 
 from objectives.base import Objective, ObjectiveError
-from objectives.baselines import REGISTRY
-from objectives.loader import load, probe_kind
+from objectives.candidate import load
+from objectives.loader import probe_kind
+from objectives.registry import UnknownNameError
 
 BATCH_SIZES = (1, 2, 16, 128)
 Z_MAX = 50.0  # margins tested: beta * rho in [-Z_MAX, Z_MAX]
@@ -415,9 +416,9 @@ def run_checks(source: str, beta: float = 0.1) -> dict:
     """
     report = {"name": None, "form": None, "kind": None, "checks": [], "warnings": []}
     try:
-        obj = REGISTRY.get(source) if source in REGISTRY else load(source, probe=False)
-    except ObjectiveError as err:
-        report["checks"].append(CheckResult("load", False, str(err), {"line": err.line}).to_dict())
+        obj = load(source, probe=False)  # a registry name, or source the screen passed
+    except (ObjectiveError, UnknownNameError) as err:
+        report["checks"].append(CheckResult("load", False, str(err), {"line": getattr(err, "line", None)}).to_dict())
         return report
     report.update(name=obj.name, form=obj.form)
     checks = [CheckResult("load", True, details={"form": obj.form})]

@@ -30,8 +30,8 @@ Design choices:
   boundary can split a true duplicate across two keys; this is rare, and :func:`find_duplicate`
   compares exactly and does not rely on keys.
 
-Computing a fingerprint runs the loss: registry objectives in this process, source text in the
-sandbox (:func:`objectives.analysis.isolated` on :func:`fingerprint_source`).
+Computing a fingerprint runs the loss (:func:`measure`), through :func:`objectives.candidate.run`:
+a built-in in this process, source in the sandbox with its measured kind passed on.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from objectives.analysis import decode, encode, isolated, source_of
+from objectives.analysis import SANDBOX_TIMEOUT, decode, encode
 from objectives.base import Objective, ObjectiveError
-from objectives.baselines import REGISTRY
+from objectives.candidate import resolve, run
 
 VERSION = 2
 GRID_Z = (-6.0, -3.0, -1.5, -0.7, -0.3, -0.1, 0.0, 0.05, 0.2, 0.45, 1.1, 2.5, 5.0)
@@ -86,16 +86,11 @@ def _measure_beta(obj: Objective, beta: float) -> dict:
 
 
 def measure(obj: Objective, betas: Iterable[float] = DEFAULT_BETAS) -> dict:
-    """The fingerprint of ``obj`` as a plain dict. Runs ``obj``: trusted objectives only."""
+    """The fingerprint of ``obj`` as a plain dict. Runs ``obj``: call it through
+    :func:`objectives.candidate.run` (target ``"objectives.fingerprint:measure"``)."""
     betas = [float(b) for b in betas]
     return {"version": VERSION, "betas": betas,
             "per_beta": {repr(b): _measure_beta(obj, b) for b in betas}}
-
-
-def fingerprint_source(source: str, betas: list[float] = DEFAULT_BETAS, kind: str | None = None) -> dict:
-    """:func:`measure` of source text; the sandbox's target ``objectives.fingerprint:fingerprint_source``."""
-    from objectives.loader import load
-    return measure(load(source, kind=kind), betas)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,17 +184,12 @@ def _close(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> bool:
 
 
 def fingerprint(obj_or_source, betas: Iterable[float] = DEFAULT_BETAS) -> Fingerprint:
-    """The fingerprint of a registry name or Objective (run here) or of source / a .py path (sandbox)."""
-    betas = [float(b) for b in betas]
-    x = obj_or_source
-    if isinstance(x, str) and x in REGISTRY:
-        x = REGISTRY.get(x)
-    if isinstance(x, Objective) and x.form == "registry":
-        return Fingerprint.from_dict(measure(x, betas))
-    source, _ = source_of(x)
-    kind = x.kind if isinstance(x, Objective) else None
-    return Fingerprint.from_dict(isolated("objectives.fingerprint:fingerprint_source", source,
-                                          betas=betas, kind=kind))
+    """The fingerprint of anything :func:`objectives.candidate.resolve` takes (a Candidate, a
+    registry name, an Objective, source or a .py path): a built-in is measured in this process,
+    anything else in the sandbox, with the candidate's kind passed on (no re-probe)."""
+    candidate = resolve(obj_or_source)
+    return Fingerprint.from_dict(run(candidate, "objectives.fingerprint:measure", [float(b) for b in betas],
+                                     timeout=SANDBOX_TIMEOUT))
 
 
 def find_duplicate(fp: Fingerprint, existing: Iterable, rtol: float = 1e-6,

@@ -1,9 +1,11 @@
 """``disco inspect NAME_OR_FILE --out DIR``: the plot and the summary of one loss.
 
 ``<name>`` is the loss's function name (a registry name as is), as ``disco validate`` reports it;
-beta defaults to 0.1, the campaign's and ``disco validate``'s default. Writes ``<name>_inspect.png`` (f and df/d(beta*rho) beside DPO, full range and zoomed near 0),
-``<name>_summary.json`` and ``<name>_summary.md`` into DIR. A registry name runs in this process;
-a file is screened, translated from its AST, and run only inside the sandbox.
+beta defaults to 0.1, the campaign's and ``disco validate``'s default. Writes ``<name>_inspect.png``
+(f and df/d(beta*rho) beside DPO, full range and zoomed near 0), ``<name>_summary.json`` and
+``<name>_summary.md`` into DIR. The objective is resolved by :func:`objectives.candidate.resolve`
+(a Candidate keeps its measured kind): a built-in runs in this process; a file or source is
+screened, translated from its AST, and run only inside the sandbox.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from objectives.analysis import DEFAULT_BETA, Analysis, analyse, profile
+from objectives.analysis import DEFAULT_BETA, Analysis, analyse
 from objectives.base import ObjectiveError
-from objectives.baselines import REGISTRY
+from objectives.candidate import resolve, run
 from objectives.plots import plot_profiles
 from objectives.registry import UnknownNameError
 
@@ -21,12 +23,13 @@ REFERENCE = "dpo"
 
 
 def inspect_objective(x, out_dir, beta: float = DEFAULT_BETA) -> dict:
-    """Analyse ``x``, write the PNG, JSON and Markdown into ``out_dir``; return the summary."""
+    """Analyse ``x`` (anything :func:`objectives.candidate.resolve` takes), write the PNG, JSON and
+    Markdown into ``out_dir``; return the summary."""
     analysis = analyse(x, beta)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = _safe(analysis.name)
-    reference = profile(REGISTRY.get(REFERENCE), beta)  # trusted, in-process
+    reference = run(resolve(REFERENCE), "objectives.analysis:profile", float(beta))  # a built-in: in-process
     png = plot_profiles(analysis.profile, reference, out / f"{stem}_inspect.png",
                         name=analysis.name, summary=analysis.summary)
     summary = dict(analysis.summary, files={"plot": png.name, "json": f"{stem}_summary.json",

@@ -1,4 +1,4 @@
-"""``objectives.load``: a registry name, a file, or LLM-written source in any of three forms.
+"""LLM-written source in any of three forms, turned into an :class:`~objectives.base.Objective`.
 
 1. DiscoPOP's method form::
 
@@ -9,16 +9,18 @@
 2. a plain function of the four tensors and beta: ``def f(pc, pr, rc, rr, beta)``;
 3. a function of the margin: ``def f(rho, beta)``.
 
-All three become an :class:`~objectives.base.Objective` called the same way. Loading source runs
-no candidate logic; the objective's ``kind`` is found by calling it on fixed probe batches
-(:func:`probe_kind`) unless the caller passes ``kind=`` (as the campaign does, with the kind the
-sandbox measured), so load untrusted code in this process only where you would run it anyway.
+All three become an :class:`~objectives.base.Objective` called the same way (:func:`from_source`).
+Loading source runs no candidate logic; the objective's ``kind`` is found by calling it on fixed
+probe batches (:func:`probe_kind`) unless it is already known: validation measures it in the
+sandbox, and a :class:`~objectives.candidate.Candidate` that carries it (``resolve(x, kind=...)``)
+hands it to :func:`from_source`, so the code is not probed again. Load untrusted code in this
+process only where you would run it anyway.
+
+A registry name, a ``.py`` file or source text is resolved by :func:`objectives.candidate.resolve`;
+``objectives.load(x)`` (:func:`objectives.candidate.load`) is that plus :func:`from_source`.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import torch
 
@@ -84,25 +86,11 @@ def probe_kind(fn, beta: float = 0.1) -> str:
     return "pointwise"
 
 
-def _read(x) -> str:
-    """The source of a path or a source string."""
-    if isinstance(x, Path) or (isinstance(x, str) and "\n" not in x and x.endswith(".py")):
-        path = Path(x)
-        if not path.is_file():
-            raise ObjectiveError(f"no such file: {path}")
-        return path.read_text()
-    return x
-
-
-def load(x, *, name: str | None = None, kind: str | None = None, probe: bool = True) -> Objective:
-    """Return the objective named ``x`` in the registry, or the one defined by code/file ``x``."""
-    if isinstance(x, Objective):
-        return x
-    if isinstance(x, str) and x in REGISTRY:
-        return REGISTRY.get(x)
-    if isinstance(x, str) and "def " not in x and not x.endswith(".py") and not os.path.exists(x):
-        REGISTRY.get(x)  # raises with a "did you mean"
-    source = _read(x)
+def from_source(source: str, *, name: str | None = None, kind: str | None = None,
+                probe: bool = True) -> Objective:
+    """The objective defined by ``source`` (screened, then compiled), named ``name`` or after its
+    function. ``kind``: the measured kind; None probes it (``probe=False``: pointwise for the rho
+    form, logratio otherwise, without calling the code)."""
     screened = screen(source)
     form = detect_form(screened.params)
     call = _wrap(compile_function(source), form)

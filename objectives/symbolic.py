@@ -32,6 +32,7 @@ import types
 import sympy
 
 from objectives.base import Objective, ObjectiveError
+from objectives.candidate import resolve
 from objectives.screen import screen
 
 Z = sympy.Symbol("z", real=True)
@@ -411,17 +412,12 @@ def _imported_names(tree: ast.Module) -> dict:
 
 def _parse(x) -> tuple[ast.FunctionDef, dict, dict | None]:
     """The function node, the names it sees, and (for registry code) the trusted module globals."""
-    if isinstance(x, str) and "\n" not in x and not x.endswith(".py"):
-        from objectives.baselines import REGISTRY
-        x = REGISTRY.get(x)
-    if isinstance(x, Objective) and x.form == "registry":
+    if not (isinstance(x, Objective) and x.form == "registry"):
+        candidate = resolve(x)
+        x = candidate.load() if candidate.trusted else candidate.source  # a built-in: no code runs
+    if isinstance(x, Objective):
         tree = ast.parse(textwrap.dedent(inspect.getsource(x.fn)))
         return tree.body[0], {}, x.fn.__globals__
-    if isinstance(x, Objective):
-        x = x.source
-    if isinstance(x, str) and x.endswith(".py") and "\n" not in x:
-        with open(x) as f:
-            x = f.read()
     screened = screen(x)  # raises ObjectiveError with a line for refused code
     tree = ast.parse(x)
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == screened.function_name)
@@ -441,7 +437,8 @@ def _only_rho(expr: sympy.Expr) -> sympy.Expr | None:
 
 
 def translate(x, *, timeout: float = 10.0) -> Translation:
-    """The closed form of a registry objective (name or Objective), a .py path or source text.
+    """The closed form of anything :func:`objectives.candidate.resolve` takes (a registry name or
+    built-in Objective, a Candidate, a .py path or source text).
 
     Raises ObjectiveError when the screen refuses source; returns a Translation with an empty
     ``variable`` and a ``reason`` when the code cannot be translated.

@@ -1,6 +1,7 @@
 """Validation of a candidate objective: the static screen here, then the checks in the sandbox.
 
-``validate(source)`` gives a :class:`ValidationReport`. The screen (:mod:`objectives.screen`) runs
+``validate(x)`` (source, a ``.py`` path, a registry name or a Candidate) gives a
+:class:`ValidationReport`. The screen (:mod:`objectives.screen`) runs
 in this process and costs nothing: a refusal comes back at once with its line number. Code that
 passes is loaded and exercised only inside :mod:`objectives.sandbox`, by
 :func:`objectives.checks.run_checks`; a timeout, memory bomb or crash there is a failed report with
@@ -14,13 +15,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
-
 from objectives import sandbox
 from objectives.base import ObjectiveError
-from objectives.baselines import REGISTRY
+from objectives.candidate import resolve
 from objectives.checks import CheckResult
 from objectives.loader import detect_form
+from objectives.registry import UnknownNameError
 from objectives.screen import screen
 
 MEMORY_MB = 2048  # address space the checks may use on top of the worker's own
@@ -45,33 +45,25 @@ class ValidationReport:
                 "layers": list(self.layers)}
 
 
-def _read(x: str) -> str:
-    if "\n" not in x and x.endswith(".py"):
-        path = Path(x)
-        if not path.is_file():
-            raise ObjectiveError(f"no such file: {path}")
-        return path.read_text()
-    return x
+def validate(x, beta: float = 0.1, timeout: float = 20.0, *, cold: bool = False) -> ValidationReport:
+    """Screen ``x`` (anything :func:`objectives.candidate.resolve` takes: a Candidate, source, a
+    ``.py`` path or a registry name), then check it in the sandbox; the report's ``kind`` is the
+    kind measured there, for the caller to pass on (``resolve(x, kind=report.kind)``).
 
-
-def validate(source: str, beta: float = 0.1, timeout: float = 20.0, *, cold: bool = False) -> ValidationReport:
-    """Screen ``source`` (code, a ``.py`` path or a registry name), then check it in the sandbox.
-
-    ``cold=True`` runs the checks in a fresh sandboxed interpreter instead of the warm pool (same
-    isolation, about two seconds slower; benchmarks/validate_speed.py compares the two).
+    Every candidate's checks run in the sandbox, a trusted built-in's too (their verdict is the
+    same either way, and one path is simpler to trust). ``cold=True`` runs them in a fresh sandboxed
+    interpreter instead of the warm pool (same isolation, about two seconds slower;
+    benchmarks/validate_speed.py compares the two).
     """
-    is_name = isinstance(source, str) and source in REGISTRY
-    form = "registry" if is_name else None
     try:
-        if not is_name:
-            source = _read(source)
-            screened = screen(source)
-            form = detect_form(screened.params)
-    except ObjectiveError as err:
-        return ValidationReport(False, f"screen: {err}", [CheckResult("screen", False, str(err), {"line": err.line})])
-    checks = [CheckResult("screen", True, "registry objective (trusted)" if is_name else None)]
+        candidate = resolve(x)
+        form = "registry" if candidate.trusted else detect_form(screen(candidate.source).params)
+    except (ObjectiveError, UnknownNameError) as err:
+        line = getattr(err, "line", None)
+        return ValidationReport(False, f"screen: {err}", [CheckResult("screen", False, str(err), {"line": line})])
+    checks = [CheckResult("screen", True, "registry objective (trusted)" if candidate.trusted else None)]
     try:
-        outcome = sandbox.run("objectives.checks:run_checks", source, float(beta), timeout=timeout,
+        outcome = sandbox.run("objectives.checks:run_checks", candidate.ref, float(beta), timeout=timeout,
                               memory_mb=MEMORY_MB, cold=cold)
     except sandbox.SandboxError as err:
         checks.append(CheckResult("sandbox", False, err.reason, {"kind": err.kind}))
@@ -108,12 +100,14 @@ def render(report: ValidationReport) -> str:
 
 
 def main_validate(args) -> int:
-    """``disco validate FILE [--beta B] [--json]``: exit 0 when valid, 1 when not."""
-    target = args.file
-    if not (target in REGISTRY or Path(target).is_file()):
-        report = ValidationReport(False, f"no such file or registry objective: {target}")
+    """``disco validate FILE [--beta B] [--json]``: exit 0 when valid, 1 when not (a missing file
+    or an unknown name too)."""
+    try:
+        candidate = resolve(args.file)
+    except (ObjectiveError, UnknownNameError) as err:
+        report = ValidationReport(False, str(err))
     else:
-        report = validate(target if target in REGISTRY else Path(target).read_text(), beta=args.beta)
+        report = validate(candidate, beta=args.beta)
     if getattr(args, "json", False):
         print(json.dumps(report.to_dict()))
     else:

@@ -7,7 +7,7 @@ import pytest
 from objectives import sandbox
 from objectives.baselines import REGISTRY
 from objectives.checks import check_direction
-from objectives.loader import load
+from objectives.candidate import load
 from objectives.validate import render, validate
 from tests.objectives.sources import DPO_RHO, FLIPPED_DPO, LRML_METHOD
 
