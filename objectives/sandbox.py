@@ -41,8 +41,8 @@ runs, the child (as root, then not) sets up these layers; :func:`layers` and eve
   from :func:`shared_dir`) are handed to it with mode 0700, so no other job can read or enter
   them, and handed back to root (0700) when it is gone. Without that layer the uid is 65534 for
   every job, which then can read each other's files and share one RLIMIT_NPROC.
-* ``clean-env``: the zygote is started with a scrubbed environment (so even /proc/self/environ
-  holds no secret) and the child empties ``os.environ``; the parent's OPENAI_API_KEY never
+* ``clean-env``: the zygote is started (:func:`objectives.launcher.launch`) with a scrubbed
+  environment (so even /proc/self/environ holds no secret) and the child empties ``os.environ``; the parent's OPENAI_API_KEY never
   reaches it. Unprivileged, it cannot read other processes' /proc/<pid>/environ either.
 * ``seccomp`` (if the ``pyseccomp`` package and libseccomp are present) with ``no-new-privs``:
   sockets, exec, ptrace, mount, namespaces, kernel keyrings, bpf and module loading fail with EPERM.
@@ -80,6 +80,7 @@ import time
 from pathlib import Path
 
 from objectives import lockdown, shared_dirs
+from objectives.launcher import Launched, environment, kill_group, launch
 from objectives.lockdown import CLONE_NEWPID, PR_SET_PDEATHSIG, libc
 from objectives.shared_dirs import SHARED_ROOT, quota_of, remove_shared, shared_dir  # noqa: F401 - the API
 
@@ -193,9 +194,19 @@ def _request(target, args, kwargs, timeout, memory_mb, writable) -> bytes:
 
 def _clean_env() -> dict:
     """The zygote's whole environment: nothing of the caller's (no API keys), one thread."""
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": REPO,
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    return environment(extra={"PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
+                              "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                              "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+
+
+def _launch(once: bool, timeout: float | None = None) -> Launched:
+    """Start a zygote through :func:`objectives.launcher.launch`: its own session, exactly
+    :func:`_clean_env`, the protocol on stdin/stdout. No parent-death signal: the first call may
+    come from a short-lived thread, whose exit would fire it. A zygote needs none: the warm one
+    exits at end of file on stdin (this process gone), a cold one after its one request, and each
+    child of theirs has its own parent-death signal and wall-clock kill."""
+    return launch(_command(once), env=_clean_env(), cwd=REPO, timeout=timeout, die_with_parent=False,
+                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
 
 
 def _command(once: bool) -> list[str]:
@@ -257,8 +268,7 @@ class _Pool:
 
     def start(self) -> None:
         self.stop()
-        self.proc = subprocess.Popen(_command(once=False), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=_clean_env(), cwd=REPO, start_new_session=True, close_fds=True)
+        self.proc = _launch(once=False).proc
         self.owner = os.getpid()
         self.lines = _Lines(self.proc.stdout.fileno())
         shared_dirs.sweep_once()  # folders and quota mounts left by killed zygotes and hosts
@@ -278,7 +288,7 @@ class _Pool:
             proc.stdin.close()
             proc.wait(timeout=2)
         except (OSError, subprocess.TimeoutExpired):
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             proc.wait()
         proc.stdout.close()
 
@@ -312,7 +322,7 @@ class _Pool:
         proc, self.proc = self.proc, None
         for pid in (child, proc.pid):
             if pid:
-                _kill_group(pid)
+                kill_group(pid)
         proc.wait()
         for stream in (proc.stdin, proc.stdout):
             try:
@@ -327,14 +337,11 @@ class _Pool:
 
 
 def _cold(request: bytes, timeout: float) -> dict:
-    proc = subprocess.Popen(_command(once=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env=_clean_env(), cwd=REPO, start_new_session=True, close_fds=True)
-    try:
-        out, _ = proc.communicate(request, timeout=timeout + 300)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        proc.communicate()
-        raise SandboxError("the cold sandbox process did not finish", "timeout") from None
+    cold = _launch(once=True, timeout=timeout + 300)  # the child's own deadline is `timeout`
+    out, _ = cold.communicate(request)
+    if cold.timed_out:  # its process group is killed and reaped
+        raise SandboxError("the cold sandbox process did not finish", "timeout")
+    proc = cold.proc
     unread = ""
     for line in reversed(out.splitlines()):
         try:
@@ -347,14 +354,6 @@ def _cold(request: bytes, timeout: float) -> dict:
         if isinstance(msg, dict) and "ok" in msg:
             return msg
     raise SandboxError(f"the cold sandbox process exited with {proc.returncode} and no answer{unread}", "crash")
-
-
-def _kill_group(pid: int) -> None:
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 _POOL = _Pool()
@@ -481,7 +480,7 @@ def _handle(request: dict, out: int, pidns: int | None) -> dict:
             failure = ("crash", f"the child's answer could not be read: {why}"[:300])
     finally:  # every way out: kill, reap, hand folders back, remove the child's folder
         if pid:
-            _kill_group(pid)  # before reaping, so the pid cannot have been reused
+            kill_group(pid)  # before reaping, so the pid cannot have been reused
             try:
                 _, status = os.waitpid(pid, 0)
             except ChildProcessError:
