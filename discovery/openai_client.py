@@ -16,7 +16,8 @@
 * **Timeout**: ``request_timeout`` seconds per request (each retry gets its own).
 
 Every failure is an :class:`EndpointError` with a ``kind`` (``key``, ``timeout``, ``connection``,
-``http``); each caller wraps it in its own error type (``ProposerError``, ``JudgeError``).
+``http``, ``malformed``); each caller wraps it in its own error type (``ProposerError``,
+``JudgeError``).
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ class Endpoint:
 
 
 class EndpointError(RuntimeError):
-    """A request that produced no response: ``kind`` is ``key``, ``timeout``, ``connection`` or
-    ``http`` (then ``status`` is set); ``attempts`` counts the requests made; ``detail`` is the
-    error's own text, redacted and clipped."""
+    """A request that produced no usable response: ``kind`` is ``key``, ``timeout``,
+    ``connection``, ``http`` (then ``status`` is set) or ``malformed``; ``attempts`` counts the
+    requests made; ``detail`` is the error's own text, redacted and clipped."""
 
     def __init__(self, kind: str, message: str, *, detail: str = "", status: int | None = None,
                  attempts: int = 0, retryable: bool = False, what: str = ""):
@@ -171,5 +172,11 @@ class ChatClient:
         return self._post(messages, params).http_response.content
 
     def completion(self, messages: Sequence[dict], **params):
-        """The response parsed by the ``openai`` client (a ``ChatCompletion``)."""
-        return self._post(messages, params).parse()
+        """The response parsed by the ``openai`` client (a ``ChatCompletion``); a body it cannot
+        parse is an :class:`EndpointError` of kind ``malformed``."""
+        raw = self._post(messages, params)
+        try:
+            return raw.parse()
+        except Exception as err:  # noqa: BLE001 - whatever the parser raises on a bad body
+            raise EndpointError("malformed", f"the response could not be read ({type(err).__name__})",
+                                detail=self.redact(clean(err))[:300], what=type(err).__name__) from None

@@ -2,25 +2,32 @@
 
 Everything that asks a judge (MT-Bench ratings, AlpacaEval preferences) goes through
 ``Judge.complete(messages, ...) -> JudgeReply``. ``OpenAIJudge`` talks to any OpenAI-compatible
-endpoint with the ``openai`` client (its own retries: exponential backoff with jitter on 408/409/
-429/5xx, connection errors and timeouts, honouring ``Retry-After``). ``FakeJudge`` answers from a
-Python function so tests and CI run the scoring code without a key or a network.
+endpoint through :class:`discovery.openai_client.ChatClient`, the client the language-model
+proposer uses too, so both follow one policy: the key comes from the environment variable named by
+``api_key_env`` (a local endpoint may go without; elsewhere a missing key is a ``JudgeError`` of
+kind ``key`` when the judge is built), 408/409/429/5xx, timeouts and dropped connections are retried
+with capped exponential backoff that honours ``Retry-After``, and each request has a timeout.
+``FakeJudge`` answers from a Python function so tests and CI run the scoring code without a key or
+a network.
 
 A call that does not produce a reply raises ``JudgeError`` with a ``kind`` (``timeout``, ``http``,
-``connection``, ``empty``); callers turn it into a typed failure record, never a ``-1`` score.
+``connection``, ``empty``, ``malformed``); callers turn it into a typed failure record, never a
+``-1`` score.
 
-API keys are read from an environment variable at call time and never written anywhere.
+API keys are read from an environment variable and never written anywhere.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
+
+from discovery.openai_client import ChatClient, Endpoint, EndpointError
 
 Messages = Sequence[dict]
 
@@ -55,34 +62,40 @@ class Judge(Protocol):
 class OpenAIJudge:
     """A judge behind any OpenAI-compatible ``/chat/completions`` endpoint."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 timeout: float = 120.0, max_retries: int = 5):
-        import openai  # imported here so `disco --help` stays fast
-
+    def __init__(self, base_url: str | None, model: str, api_key_env: str = "OPENAI_API_KEY",
+                 timeout: float = 120.0, max_retries: int = 5, retry_base_delay: float = 2.0,
+                 retry_max_delay: float = 60.0, sleep: Callable[[float], None] = time.sleep):
         self.name = model
         self.model = model
         self.base_url = base_url
-        # Local servers (vLLM, llama.cpp) often need no key; the client insists on a non-empty one.
-        api_key = os.environ.get(api_key_env) or "EMPTY"
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout,
-                                     max_retries=max_retries)
-        self._openai = openai
+        endpoint = Endpoint(base_url=base_url, model=model, api_key_env=api_key_env,
+                            request_timeout=timeout, max_retries=max_retries,
+                            retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay)
+        try:
+            self._client = ChatClient(endpoint, label="judge", sleep=sleep)
+        except EndpointError as e:  # no key for a remote endpoint
+            raise JudgeError(e.kind, str(e)) from None
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Endpoint, **kwargs) -> "OpenAIJudge":
+        """The judge of an :class:`~discovery.openai_client.Endpoint` (``JudgeConfig.endpoint()``)."""
+        return cls(endpoint.base_url, endpoint.model, endpoint.api_key_env,
+                   timeout=endpoint.request_timeout, max_retries=endpoint.max_retries,
+                   retry_base_delay=endpoint.retry_base_delay,
+                   retry_max_delay=endpoint.retry_max_delay, **kwargs)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIJudge(model={self.model!r}, base_url={self._client.base_url!r})"
 
     def complete(self, messages: Messages, *, max_tokens: int, temperature: float,
                  logprobs: bool = False, top_logprobs: int = 0) -> JudgeReply:
-        openai = self._openai
-        kwargs = dict(model=self.model, messages=list(messages), max_tokens=max_tokens,
-                      temperature=temperature, n=1)
+        kwargs = dict(max_tokens=max_tokens, temperature=temperature, n=1)
         if logprobs:
             kwargs.update(logprobs=True, top_logprobs=top_logprobs)
         try:
-            response = self._client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError as e:          # subclass of APIConnectionError: test first
-            raise JudgeError("timeout", str(e)) from None
-        except openai.APIConnectionError as e:
-            raise JudgeError("connection", str(e)) from None
-        except openai.APIStatusError as e:
-            raise JudgeError("http", f"HTTP {e.status_code}: {e.message}") from None
+            response = self._client.completion(messages, **kwargs)
+        except EndpointError as e:  # timeout, connection, http (after the retries) or malformed
+            raise JudgeError(e.kind, str(e)) from None
         if not response.choices:
             raise JudgeError("empty", "the endpoint returned no choices")
         choice = response.choices[0]
