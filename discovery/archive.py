@@ -25,7 +25,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from discovery.proposers import Context, Entry, normalise_code
+from discovery.proposal import Context, Entry, normalise_code
 from discovery.text import MAX_REASON_CHARS, cap, clean
 
 DB_NAME = "archive.sqlite"

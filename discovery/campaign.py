@@ -15,12 +15,17 @@ output is deleted; ``max_attempts`` bounds how often a row that kills its proces
 new proposals are asked for until ``candidates`` rows are final. The proposer's context is rebuilt
 from the archive every time, never kept in memory.
 
-The outside world is reached through :class:`Seams` (validator, fingerprinter, trainer, inspector,
-fitness), named in the config as ``module:function`` so tests and future fitness functions plug in
-without touching this loop. With ``workers > 1`` candidates train concurrently, each in its own
-``python -m discovery.training`` process whose environment lacks the API key (the proposer then
-sees results as they arrive, so the sequence of proposals depends on timing; with one worker a
-campaign is deterministic given its seed). ``DIR/campaign.lock`` keeps a second process off a
+The outside world is reached through :class:`~discovery.seams.Seams`: objects (validator,
+fingerprinter, inspector, trainer, fitness) that :meth:`Seams.default` builds from the project's
+own modules and a test replaces by passing its own; the archive records each as ``module:function``
+(``meta.seams``). After validation a row becomes an :class:`objectives.candidate.Candidate` with
+the kind the validator measured, and that candidate is what the fingerprinter, the inspector and
+the trainer get (a baseline is ``objectives.resolve(name)``), so no step probes the code again.
+With ``execution.workers > 1`` candidates train concurrently through an executor
+(:class:`~discovery.training.LocalExecutor` by default: one ``python -m discovery.training``
+process each, whose environment lacks the API keys; a cluster executor plugs in with the same
+``submit / poll / cancel``). The proposer then sees results as they arrive, so the sequence of
+proposals depends on timing; with one worker a campaign is deterministic given its seed. ``DIR/campaign.lock`` keeps a second process off a
 running campaign; it holds the runner's pid, and is removed when the run stops (normally, on an
 error or on Ctrl-C), so ``disco status`` tells a running campaign from a stopped one
 (:func:`lock_state`). ``DIR/config.yaml`` is the resolved config, for people.
@@ -42,8 +47,9 @@ from discovery import training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.config import CampaignConfig, save_yaml
 from discovery.parsing import slug
-from discovery.proposers import Proposal, make_proposer
-from discovery.seams import Seams
+from discovery.proposal import Proposal
+from discovery.proposers import make_proposer
+from discovery.seams import Seams, check_importable, importable_name
 from discovery.text import (MAX_CODE_CHARS, MAX_PROMPT_CHARS, MAX_REPLY_CHARS, MAX_THOUGHT_CHARS,
                             cap, clean, shown)
 
@@ -56,10 +62,11 @@ class Campaign:
     """One run of the loop over one archive (see the module docstring)."""
 
     def __init__(self, archive: Archive, config: CampaignConfig, seams: Seams, proposer,
-                 progress: bool = True):
+                 executor=None, progress: bool = True):
         self.archive, self.config, self.seams, self.proposer = archive, config, seams, proposer
-        self.beta = config.beta if config.beta is not None else 0.1
-        self.jobs: dict[int, training.Job] = {}
+        self.executor = executor or training.LocalExecutor.for_config(config)
+        self.beta = config.training.beta if config.training.beta is not None else 0.1
+        self.jobs: dict[int, object] = {}  # row id -> the executor's handle
         self.bar = None
         self.progress = progress
 
@@ -67,6 +74,14 @@ class Campaign:
 
     def folder(self, row: dict) -> Path:
         return self.archive.dir / row["folder"]
+
+    def candidate(self, row: dict):
+        """The row as an :class:`objectives.candidate.Candidate`: a baseline by its registry name,
+        a proposal by its code with the kind its validation measured (None before that)."""
+        import objectives
+        if row["kind"] == "baseline":
+            return objectives.resolve(row["name"])
+        return objectives.resolve(row["code"], kind=(row["checks"] or {}).get("kind"))
 
     def validate(self, cid: int) -> bool:
         """proposed -> invalid | duplicate, or leave it ready to train (returns True)."""
@@ -76,7 +91,8 @@ class Campaign:
             checks = {"valid": True, "reason": None, "note": "built-in objective, not sandboxed"}
         else:
             t = time.perf_counter()
-            checks = self.seams.check(row["code"], beta=self.beta, timeout=self.config.validate_timeout)
+            checks = self.seams.check(row["code"], beta=self.beta,
+                                      timeout=self.config.execution.validate_timeout)
             timings["validate_s"] = round(time.perf_counter() - t, 3)
             if not checks.get("valid"):
                 reason = checks.get("reason") or "failed validation"
@@ -84,15 +100,15 @@ class Campaign:
                                     checks=checks, timings=timings, finished_at=time.time())
                 log.info("#%d %s: invalid: %s", cid, row["name"], reason)
                 return False
+        candidate = self.candidate({**row, "checks": checks})
         t = time.perf_counter()
-        fp, fp_error = self.seams.fingerprint_of(row["code"] if row["kind"] == "candidate"
-                                                 else row["name"])
+        fp, fp_error = self.seams.fingerprint_of(candidate)
         timings["fingerprint_s"] = round(time.perf_counter() - t, 3)
         if fp_error:
             checks = {**checks, "fingerprint_error": fp_error}
         if fp is not None:
             existing = [(i, d) for i, d in self.archive.fingerprints(fp.key) if i != cid]
-            dup, relation = self.seams.duplicate_of(fp, existing, up_to=self.config.dedupe)
+            dup, relation = self.seams.duplicate_of(fp, existing, up_to=self.config.execution.dedupe)
             if dup is not None and row["kind"] == "candidate":
                 other = self.archive.get(dup)
                 reason = (f"computes the same function as #{dup} {other['name']}" if relation == "same function"
@@ -104,11 +120,10 @@ class Campaign:
                 log.info("#%d %s: duplicate of #%d %s", cid, row["name"], dup, other["name"])
                 return False
         inspection = None
-        if self.config.inspect:
+        if self.config.execution.inspect:
             t = time.perf_counter()
-            inspection = self.seams.inspect_into(
-                row["code"] if row["kind"] == "candidate" else row["name"],
-                self.folder(row) / "inspection", beta=self.beta)
+            inspection = self.seams.inspect_into(candidate, self.folder(row) / "inspection",
+                                                 beta=self.beta)
             timings["inspect_s"] = round(time.perf_counter() - t, 3)
         self.archive.update(cid, expect="proposed", checks=checks, timings=timings,
                             inspection=inspection, fingerprint_key=fp.key if fp else None,
@@ -123,12 +138,13 @@ class Campaign:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
         attempt = self.archive.start_training(cid)
         log.info("#%d %s: training on seeds %s (attempt %d)", cid, row["name"],
-                 list(self.config.seeds), attempt)
-        spec = training.spec_for(row, folder, self.config, self.beta)
-        if self.config.workers > 1:
-            self.jobs[cid] = training.Job.start(spec, folder, drop_env=self.config.api_key_env)
+                 list(self.config.training.seeds), attempt)
+        spec = training.spec_for(self.candidate(row), folder, self.config, self.beta,
+                                 train=importable_name(self.seams.train))
+        if self.config.execution.workers > 1:
+            self.jobs[cid] = self.executor.submit(spec)
         else:
-            self.finish(cid, training.train_seeds(spec))
+            self.finish(cid, training.train_seeds(spec, self.seams.train))
 
     def finish(self, cid: int, results: list[dict]) -> None:
         """training -> done (with fitness) | failed (with the reason of the first failed seed)."""
@@ -138,16 +154,17 @@ class Campaign:
         metrics = training.summarise(results)
         failed = [r for r in results if r.get("status") != "done"]
         status, reason, fitness, se = "done", None, None, None
-        if failed or len(results) != len(self.config.seeds):
+        if failed or len(results) != len(self.config.training.seeds):
             status = "failed"
             reason = failed[0].get("reason") if failed else "training produced no result"
             if failed and "seed" in failed[0]:
                 reason = f"seed {failed[0]['seed']}: {reason}"
         else:
             try:
-                fitness, se = self.seams.fitness(results, self.config)
+                fitness, se = self.seams.score(results, self.config)
             except Exception as err:  # noqa: BLE001 - a metric that is missing fails the row
-                status, reason = "failed", f"fitness {self.config.fitness!r}: {type(err).__name__}: {err}"
+                status, reason = "failed", (f"fitness {self.config.fitness.function!r}: "
+                                            f"{type(err).__name__}: {err}")
         self.archive.update(cid, expect="training", status=status, reason=reason, metrics=metrics,
                             fitness=fitness, fitness_se=se, timings=timings, finished_at=time.time())
         (self.folder(row) / "metrics.json").write_text(json.dumps(
@@ -162,7 +179,7 @@ class Campaign:
         """Take row ``cid`` from wherever it is to a final state (or into a worker)."""
         row = self.archive.get(cid)
         if row["status"] == "training":
-            if row["attempts"] >= self.config.max_attempts:
+            if row["attempts"] >= self.config.training.max_attempts:
                 self.archive.update(cid, status="failed", finished_at=time.time(), reason=(
                     f"training was interrupted {row['attempts']} times (the process died each "
                     "time); not retried"))
@@ -210,8 +227,8 @@ class Campaign:
     def wait(self, below: int) -> None:
         """Collect finished worker jobs until fewer than ``below`` are running."""
         while len(self.jobs) >= below and self.jobs:
-            for cid, job in list(self.jobs.items()):
-                results = job.poll()
+            for cid, handle in list(self.jobs.items()):
+                results = self.executor.poll(handle)
                 if results is not None:
                     del self.jobs[cid]
                     self.finish(cid, results)
@@ -232,21 +249,21 @@ class Campaign:
                         file=sys.stderr, dynamic_ncols=True, disable=not self.progress)
         try:
             for row in a.rows(status=("proposed", "training")):  # baselines first, then leftovers
-                self.wait(cfg.workers)
+                self.wait(cfg.execution.workers)
                 self.advance(row["id"])
-            if cfg.workers > 1:  # the proposer should see the baselines' fitness
+            if cfg.execution.workers > 1:  # the proposer should see the baselines' fitness
                 self.wait(1)
             while a.count(kind="candidate") < cfg.candidates:
-                self.wait(cfg.workers)
-                context = a.context(task=cfg.task, beta=self.beta, metric=cfg.metric,
-                                    n_best=cfg.n_best, n_recent=cfg.n_recent,
-                                    n_failures=cfg.n_failures)
+                self.wait(cfg.execution.workers)
+                context = a.context(task=cfg.training.task, beta=self.beta, metric=cfg.fitness.metric,
+                                    n_best=cfg.prompt.n_best, n_recent=cfg.prompt.n_recent,
+                                    n_failures=cfg.prompt.n_failures)
                 cid = self.record(self.proposer.propose(context))
                 self.advance(cid)
             self.wait(1)
         finally:
-            for job in self.jobs.values():
-                job.kill()
+            for handle in self.jobs.values():
+                self.executor.cancel(handle)
             self.bar.close()
         return summary(a)
 
@@ -381,14 +398,25 @@ def _locked(archive: Archive):
         raise
 
 
-def _drive(archive: Archive, lock, config: CampaignConfig, proposer, seams, progress: bool) -> dict:
+def prepare(config: CampaignConfig, seams: Seams | None) -> Seams:
+    """The seams a campaign runs with, checked before anything is made or trained: the fitness
+    function's ``check_config`` and, with workers, a train function a worker process can import."""
+    seams = seams or Seams.default(config)
+    seams.check_config(config)
+    if config.execution.workers > 1:
+        check_importable(seams.train, "train")
+    return seams
+
+
+def _drive(archive: Archive, lock, config: CampaignConfig, proposer, seams: Seams, executor,
+           progress: bool) -> dict:
     handlers = []
     try:
         save_yaml(config, archive.dir)
+        archive.set_meta("seams", seams.describe())  # which functions this run calls
         handlers = _log_to(archive.dir, progress)
-        seams = seams or Seams.from_config(config)
         proposer = proposer or make_proposer(config)
-        return Campaign(archive, config, seams, proposer, progress=progress).run()
+        return Campaign(archive, config, seams, proposer, executor=executor, progress=progress).run()
     finally:
         for h in handlers:
             log.removeHandler(h)
@@ -398,28 +426,34 @@ def _drive(archive: Archive, lock, config: CampaignConfig, proposer, seams, prog
 
 
 def run_campaign(directory, config: CampaignConfig, *, proposer=None, seams: Seams | None = None,
-                 progress: bool = True) -> dict:
-    """Start a campaign in ``directory`` (which must not hold one yet) and run it to the end."""
+                 executor=None, progress: bool = True) -> dict:
+    """Start a campaign in ``directory`` (which must not hold one yet) and run it to the end.
+    ``seams``: the functions it calls (default :meth:`Seams.default`); ``executor``: where workers
+    train (default :class:`~discovery.training.LocalExecutor`)."""
     config = config.resolved()
     proposer = proposer or make_proposer(config)  # a missing key fails here, before DIR is made
-    seams = seams or Seams.from_config(config)
+    seams = prepare(config, seams)
     archive = Archive.create(directory, config.to_dict())
-    return _drive(archive, _locked(archive), config, proposer, seams, progress)
+    return _drive(archive, _locked(archive), config, proposer, seams, executor, progress)
 
 
-def resume_campaign(directory, *, proposer=None, seams: Seams | None = None, progress: bool = True,
-                    **changes) -> dict:
-    """Continue the campaign in ``directory`` with its saved configuration (``changes``: e.g. a
-    larger ``candidates`` or another ``workers``)."""
+def resume_campaign(directory, *, proposer=None, seams: Seams | None = None, executor=None,
+                    progress: bool = True, **changes) -> dict:
+    """Continue the campaign in ``directory`` with its saved configuration (``changes``: settings
+    by name, dotted for nested ones, e.g. ``candidates=10`` or ``**{"execution.workers": 4}``).
+    An archive written before the config was nested holds flat settings: they are read as such
+    and saved nested from now on."""
     archive = Archive.open(directory)
     lock = _locked(archive)
     try:
-        config = CampaignConfig.from_dict(archive.config)
+        config = CampaignConfig.from_dict(archive.config, warn=False)
         if changes:
-            config = dataclasses.replace(config, **changes)
+            config = config.with_changes(changes)
+        seams = prepare(config, seams)
+        if config.to_dict() != archive.config:
             archive.set_meta("config", config.to_dict())
     except BaseException:
         archive.close()
         _unlock(lock, archive.dir)
         raise
-    return _drive(archive, lock, config, proposer, seams, progress)
+    return _drive(archive, lock, config, proposer, seams, executor, progress)

@@ -4,7 +4,7 @@ Each package contributes its own subcommands through a ``commands`` module with 
 ``register(subparsers)`` function; the heavy imports happen inside the command handlers so that
 ``disco --help`` stays fast.
 
-Errors are handled here, once: a mistake in what the user asked for (:class:`~discovery.config.UserError`,
+Errors are handled here, once: a mistake in what the user asked for (:class:`~inner_loop.overrides.UserError`,
 an unknown name, a missing file, a campaign folder that is not one, ...; see :func:`user_error`)
 prints one line, ``disco: error: <message>``, and exits 2; Ctrl-C prints one line and exits 130
 (with ``disco resume DIR`` for a campaign that has started). ``disco --debug COMMAND`` shows the
@@ -51,11 +51,11 @@ def _version() -> str:
 # (module, class) of the errors that report a user's mistake rather than a bug; a class counts only
 # once its module is imported (it must be, for one of its errors to have been raised)
 USER_ERRORS = (
-    ("discovery.config", "UserError"),
+    ("inner_loop.overrides", "UserError"),         # discovery.config re-exports it
     ("objectives.registry", "UnknownNameError"),   # unknown objective, task, proposer: "did you mean"
     ("objectives.base", "ObjectiveError"),         # a loss file that defines no usable loss
     ("discovery.archive", "ArchiveError"),         # not a campaign folder, already one, locked
-    ("discovery.proposers", "ProposerError"),      # no API key, endpoint down
+    ("discovery.proposal", "ProposerError"),       # no API key, endpoint down
     ("evaluation.campaign", "CampaignError"),
     ("evaluation.heldout", "HeldoutError"),
     ("evaluation.judge", "JudgeError"),

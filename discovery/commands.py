@@ -1,7 +1,9 @@
 """Subcommands of ``disco`` that belong to discovery/: run, resume, status, show.
 
 Thin wrappers: they parse flags, build a :class:`~discovery.config.CampaignConfig` (defaults <
-``--config`` YAML < flags) and call :mod:`discovery.campaign`, or read the archive. Heavy imports
+``--config`` YAML < flags < ``--set section.key=VALUE``, parsed by
+:func:`inner_loop.overrides.parse_sets`, the one ``KEY=VALUE`` parser) and call
+:mod:`discovery.campaign`, or read the archive. Heavy imports
 happen inside the handlers so ``disco --help`` stays fast. Everything printed for a person goes
 through :func:`say`: the archive holds text a model or a candidate wrote, and none of its control
 characters (ANSI escapes) reaches the terminal raw; ``--json`` output escapes them anyway.
@@ -14,8 +16,13 @@ import sys
 
 from discovery.text import shown
 
-RUN_FLAGS = ("proposer", "base_url", "model", "api_key_env", "candidates", "task", "seeds", "beta",
-             "workers", "seed")
+# flag -> the setting it sets (dotted for nested ones)
+RUN_FLAGS = {"proposer": "proposer.name", "base_url": "proposer.base_url", "model": "proposer.model",
+             "api_key_env": "proposer.api_key_env", "candidates": "candidates", "task": "training.task",
+             "seeds": "training.seeds", "beta": "training.beta", "workers": "execution.workers",
+             "seed": "proposer.seed"}
+RESUME_FLAGS = {"candidates": "candidates", "workers": "execution.workers",
+                "base_url": "proposer.base_url", "model": "proposer.model"}
 
 
 def register(subparsers) -> None:
@@ -36,7 +43,12 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="candidates trained at once (default 1)")
     p.add_argument("--seed", type=int, help="the proposer's random seed (default 0)")
     p.add_argument("--max-steps", type=int, metavar="N",
-                   help="optimizer steps per training run (default: the task's, one epoch)")
+                   help="optimizer steps per training run (default: the task's, one epoch); "
+                        "sets training.overrides.max_steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any campaign setting, dotted for nested ones (training.max_attempts=3, "
+                        "fitness.judge.model=gpt-4o, training.overrides.learning_rate=1e-5); repeatable, "
+                        "wins over --config and the other flags")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines on stderr")
     p.set_defaults(func=_run)
 
@@ -85,20 +97,22 @@ def _run(args) -> int:
 
     from discovery.archive import ArchiveError
     from discovery.campaign import run_campaign
-    from discovery.config import CampaignConfig, load_yaml
-    from discovery.proposers import ProposerError
+    from discovery.config import CampaignConfig, load_yaml, merge, nested_settings
+    from discovery.proposal import ProposerError
+    from inner_loop.overrides import parse_sets
     from objectives.registry import UnknownNameError
     try:
-        settings = load_yaml(args.config) if args.config else {}
-        settings.update({k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None})
+        settings = nested_settings(load_yaml(args.config)) if args.config else {}
+        flags = {key: getattr(args, flag) for flag, key in RUN_FLAGS.items() if getattr(args, flag) is not None}
         if args.max_steps is not None:
-            settings["overrides"] = {**settings.get("overrides", {}), "max_steps": args.max_steps}
-        config = CampaignConfig.from_dict(settings)
-        if config.trainer == CampaignConfig.trainer:  # the real runner: its task and overrides must exist
-            from inner_loop.commands import check_overrides
-            from inner_loop.tasks import TASKS
-            TASKS.get(config.task)
-            check_overrides(config.overrides, config.task, flag="overrides:")
+            flags["training.overrides.max_steps"] = args.max_steps
+        flags.update(parse_sets(args.set))
+        config = CampaignConfig.from_dict(merge(settings, nested_settings(flags)))
+        # the runner's task and overrides must exist before anything is made
+        from inner_loop.commands import check_overrides
+        from inner_loop.tasks import TASKS
+        TASKS.get(config.training.task)
+        check_overrides(config.training.overrides, config.training.task, flag="training.overrides:")
         result = run_campaign(args.out, config, progress=not args.quiet)
     except ProposerError as err:
         hint = f" (what is done is saved: continue with `disco resume {args.out}`)" \
@@ -114,9 +128,9 @@ def _run(args) -> int:
 def _resume(args) -> int:
     from discovery.archive import ArchiveError
     from discovery.campaign import resume_campaign
-    from discovery.proposers import ProposerError
-    changes = {k: getattr(args, k) for k in ("candidates", "workers", "base_url", "model")
-               if getattr(args, k) is not None}
+    from discovery.proposal import ProposerError
+    changes = {key: getattr(args, flag) for flag, key in RESUME_FLAGS.items()
+               if getattr(args, flag) is not None}
     try:
         result = resume_campaign(args.dir, progress=not args.quiet, **changes)
     except ProposerError as err:
@@ -161,9 +175,19 @@ def status(directory: str, top: int = 10) -> dict:
                               for r in archive.rows(status=("proposed", "training"))]
         out["tokens"] = {k: sum(r[k] or 0 for r in archive.rows()) for k in
                          ("prompt_tokens", "completion_tokens")}
-        out["config"] = archive.config
+        out["config"] = settings_of(archive.config)
         out["state"], out["pid"] = run_state(directory, archive)
     return out
+
+
+def settings_of(config: dict) -> dict:
+    """An archive's config as nested settings (an archive written before they were nested holds
+    flat ones); as stored when it is not a valid config at all."""
+    from discovery.config import CampaignConfig, UserError
+    try:
+        return CampaignConfig.from_dict(config or {}, warn=False).to_dict()
+    except (UserError, TypeError):
+        return config
 
 
 def run_state(directory: str, archive) -> tuple[str, str | None]:
@@ -198,8 +222,11 @@ def _status(args) -> int:
         print(json.dumps(s, indent=2, default=str))
         return 0
     cfg = s["config"]
-    say(f"campaign {s['dir']}: proposer {cfg.get('proposer')}, task {cfg.get('task')}, "
-          f"seeds {cfg.get('seeds')}, beta {cfg.get('beta')}, fitness = mean {cfg.get('metric')}")
+    training, fitness = cfg.get("training") or {}, cfg.get("fitness") or {}
+    score = (f"mean {fitness.get('metric')}" if fitness.get("function", "mean_metric") == "mean_metric"
+             else fitness.get("function"))
+    say(f"campaign {s['dir']}: proposer {(cfg.get('proposer') or {}).get('name')}, task {training.get('task')}, "
+        f"seeds {training.get('seeds')}, beta {training.get('beta')}, fitness = {score}")
     say(f"state: {state_line(s)}")
     say("counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) +
           f"  (of {cfg.get('candidates')} candidates)")

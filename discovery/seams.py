@@ -1,37 +1,30 @@
-"""The campaign's seams to the rest of the project: validator, fingerprinter, inspector, fitness.
+"""The campaign's seams to the rest of the project, as objects: :class:`Seams`.
 
-Each is named in :class:`~discovery.config.CampaignConfig` as ``module:function`` (the
-fingerprinter as a module) and resolved here once, so tests swap in fakes through the config (or
-by building :class:`Seams` directly) and the loop never imports them itself. Optional pieces that
-are not installed are skipped with the reason recorded on the candidate, never silently:
+A campaign calls six functions it does not own: the sandbox validator, the fingerprinter (with its
+duplicate finder), the inspector, the trainer and the fitness function. :meth:`Seams.default`
+builds them by plain imports of the project's own modules::
 
-* no ``objectives.validate``: a static screen only (nothing runs; the training job's isolation is
-  then the only runtime check, and its failures are recorded as such);
-* no fingerprinter: no duplicate detection;
-* no inspector: no plots or symbolic summary.
+    validate        objectives.validate:validate
+    fingerprint     objectives.fingerprint:fingerprint (find_duplicate, Fingerprint.from_dict)
+    inspect         objectives.inspection:inspect_objective   (None: config.execution.inspect off)
+    train           inner_loop.runner:run_candidate
+    fitness         fitness_function(config.fitness.function)
 
-The trainer is resolved where training happens (:mod:`discovery.training`), possibly in a worker.
+and a test passes its own :class:`Seams` instead. Nothing is looked up by a dotted string from the
+config, and there is no fallback for a module that is missing: they all ship with the project.
+:meth:`Seams.describe` names each seam as ``module:function``; the campaign records that in the
+archive (``meta.seams``), so a reader knows which code ran.
+
+The one place :mod:`discovery` reaches :mod:`evaluation` is :func:`fitness_function`: a fitness
+other than ``mean_metric`` is a judge of ``evaluation.fitness.JUDGES``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import logging
 import math
 import statistics
 from typing import Callable
-
-from objectives.registry import Registry
-
-log = logging.getLogger("discovery")
-
-
-def resolve(path: str):
-    """``"package.module:attr"`` -> the attribute (``"package.module"`` -> the module)."""
-    module, _, attr = path.partition(":")
-    obj = importlib.import_module(module)
-    return getattr(obj, attr) if attr else obj
 
 
 def _as_dict(x) -> dict:
@@ -44,86 +37,111 @@ def _as_dict(x) -> dict:
     return dict(x)
 
 
+def importable_name(fn) -> str:
+    """``"module:qualname"`` of ``fn``, as a worker process imports it (see :func:`import_name`)."""
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def import_name(name: str):
+    """The function named ``"module:qualname"`` (by :func:`importable_name`)."""
+    import importlib
+    module, _, qualname = name.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_importable(fn, what: str) -> str:
+    """``fn``'s importable name, or a ValueError saying that a worker process could not import it."""
+    name = importable_name(fn)
+    try:
+        found = import_name(name)
+    except Exception as err:  # noqa: BLE001 - any failure means a worker could not find it
+        raise ValueError(f"the {what} function {name} cannot be imported by a worker process "
+                         f"({type(err).__name__}: {err}); with workers > 1 it must be a module-level "
+                         "function") from None
+    if found is not fn and getattr(found, "__wrapped__", None) is not fn:
+        raise ValueError(f"the {what} function {name} is not what a worker process imports under that "
+                         "name; with workers > 1 it must be a module-level function")
+    return name
+
+
 # -- fitness ------------------------------------------------------------------------------------
 
 def mean_metric(results: list[dict], config) -> tuple[float, float | None]:
-    """Mean over seeds of ``config.metric``; its standard error across seeds, or with one seed the
-    run's own ``<metric>_se`` when the task reports one."""
-    values = [float(r["metrics"][config.metric]) for r in results]
+    """Mean over seeds of ``config.fitness.metric``; its standard error across seeds, or with one
+    seed the run's own ``<metric>_se`` when the task reports one."""
+    metric = config.fitness.metric
+    values = [float(r["metrics"][metric]) for r in results]
     if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{config.metric} is missing or not finite: {values}")
+        raise ValueError(f"{metric} is missing or not finite: {values}")
     if len(values) > 1:
         return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
-    se = results[0]["metrics"].get(f"{config.metric}_se")
+    se = results[0]["metrics"].get(f"{metric}_se")
     return values[0], (float(se) if se is not None else None)
 
 
-FITNESS: Registry[Callable] = Registry("fitness function")
-FITNESS.register("mean_metric", mean_metric)
-JUDGE_FITNESS = "evaluation.fitness"  # registers "mt_bench" and "alpaca_eval" when imported
+def fitness_function(name: str) -> Callable:
+    """``mean_metric`` (built in), or the judge of that name in ``evaluation.fitness.JUDGES``
+    (``mt_bench``, ``alpaca_eval``): the one seam from :mod:`discovery` to :mod:`evaluation`. An
+    unknown name raises :class:`~objectives.registry.UnknownNameError` with a "did you mean"."""
+    if name == "mean_metric":
+        return mean_metric
+    from evaluation.fitness import JUDGES
+    if name not in JUDGES:
+        import difflib
 
-
-def fitness_function(name: str, config=None) -> Callable:
-    """A name in FITNESS (importing :mod:`evaluation.fitness` for one not registered yet) or
-    ``"module:function"``. With ``config``, a function's ``check_config(config)`` runs first, so a
-    judge that is not configured stops the campaign before anything trains."""
-    if ":" in name:
-        fn = resolve(name)
-    else:
-        if name not in FITNESS:
-            importlib.import_module(JUDGE_FITNESS)
-        fn = FITNESS.get(name)
-    check = getattr(fn, "check_config", None)
-    if config is not None and check is not None:
-        check(config)
-    return fn
+        from objectives.registry import UnknownNameError
+        close = difflib.get_close_matches(name, ["mean_metric", *JUDGES], n=1)
+        raise UnknownNameError(f"unknown fitness function {name!r}"
+                               + (f"; did you mean {close[0]!r}?" if close else ""))
+    return JUDGES[name] if isinstance(JUDGES, dict) else JUDGES.get(name)
 
 
 # -- the seams ----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class Seams:
-    validate: Callable | None = None        # (source, beta=, timeout=) -> report with .valid, .reason
-    fingerprint: Callable | None = None     # (objective or source) -> Fingerprint
+    """The functions a campaign calls; a None seam is a step not taken (no dedupe, no plots)."""
+
+    validate: Callable | None = None        # (source, beta=, timeout=) -> report with .valid, .reason, .kind
+    fingerprint: Callable | None = None     # (Candidate) -> Fingerprint
     fingerprint_from_dict: Callable | None = None
     find_duplicate: Callable | None = None  # (fp, [(id, Fingerprint)], up_to=) -> id | None
-    inspect: Callable | None = None         # (objective or source, out_dir, beta=) -> summary
-    fitness_fn: Callable = mean_metric      # (results, config) -> (fitness, se)
-    missing: dict = dataclasses.field(default_factory=dict)  # seam -> why it is not there
+    inspect: Callable | None = None         # (Candidate, out_dir, beta=) -> summary
+    fitness: Callable = mean_metric         # (results, config) -> (fitness, se)
+    train: Callable | None = None           # run_candidate's signature, kind= included
 
     @classmethod
-    def from_config(cls, config) -> "Seams":
-        seams, missing = {}, {}
+    def default(cls, config) -> "Seams":
+        """The project's own functions (see the module docstring)."""
+        from inner_loop.runner import run_candidate
+        from objectives import fingerprint, inspection, validate
+        return cls(validate=validate.validate, fingerprint=fingerprint.fingerprint,
+                   fingerprint_from_dict=fingerprint.Fingerprint.from_dict,
+                   find_duplicate=fingerprint.find_duplicate,
+                   inspect=inspection.inspect_objective if config.execution.inspect else None,
+                   fitness=fitness_function(config.fitness.function), train=run_candidate)
 
-        def get(label, path):
-            try:
-                return resolve(path)
-            except (ImportError, AttributeError) as err:
-                missing[label] = f"{path} is not available ({type(err).__name__}: {err})"
-                log.warning("%s: %s", label, missing[label])
-                return None
+    def describe(self) -> dict:
+        """Each seam as ``module:function`` (None: not taken), as the archive records it."""
+        return {f.name: None if getattr(self, f.name) is None else importable_name(getattr(self, f.name))
+                for f in dataclasses.fields(self)}
 
-        seams["validate"] = get("validator", config.validator)
-        fp = get("fingerprinter", config.fingerprinter)
-        if fp is not None:
-            seams.update(fingerprint=fp.fingerprint, fingerprint_from_dict=fp.Fingerprint.from_dict,
-                         find_duplicate=fp.find_duplicate)
-        seams["inspect"] = get("inspector", config.inspector) if config.inspect else None
-        seams["fitness_fn"] = fitness_function(config.fitness, config)
-        return cls(**seams, missing=missing)
+    def check_config(self, config) -> None:
+        """Before anything trains: the fitness function's own ``check_config(config)`` (a judge that
+        is not configured stops the campaign here), and a trainer to train with."""
+        if self.validate is None or self.train is None:
+            missing = [n for n in ("validate", "train") if getattr(self, n) is None]
+            raise ValueError(f"a campaign needs the {' and '.join(missing)} seam(s)")
+        check = getattr(self.fitness, "check_config", None)
+        if check is not None:
+            check(config)
 
     def check(self, source: str, beta: float, timeout: float) -> dict:
-        """The validation report as a dict with at least ``valid`` and ``reason``."""
-        if self.validate is None:
-            from objectives.base import ObjectiveError
-            from objectives.loader import detect_form
-            from objectives.screen import screen
-            note = self.missing.get("validator", "no validator")
-            try:
-                detect_form(screen(source).params)
-            except ObjectiveError as err:
-                return {"valid": False, "reason": str(err), "layers": ["screen"], "note": note}
-            return {"valid": True, "reason": None, "layers": ["screen"], "note": note}
+        """The validation report as a dict with at least ``valid`` and ``reason`` (and ``kind``, the
+        measured kind, when the validator reports one)."""
         try:
             report = self.validate(source, beta=beta, timeout=timeout)
         except Exception as err:  # noqa: BLE001 - recorded as the candidate's reason
@@ -131,17 +149,16 @@ class Seams:
         d = _as_dict(report)
         d.setdefault("valid", bool(getattr(report, "valid", False)))
         d.setdefault("reason", getattr(report, "reason", None))
+        if getattr(report, "kind", None) is not None:
+            d.setdefault("kind", report.kind)
         return d
 
-    def fingerprint_of(self, x) -> tuple[object | None, str | None]:
-        """(Fingerprint, None) or (None, why not); ``x`` is source or a registry name."""
+    def fingerprint_of(self, candidate) -> tuple[object | None, str | None]:
+        """(Fingerprint, None) or (None, why not) of a :class:`~objectives.candidate.Candidate`."""
         if self.fingerprint is None:
-            return None, self.missing.get("fingerprinter", "no fingerprinter")
+            return None, "no fingerprinter"
         try:
-            if "def " not in x:  # a baseline's registry name: a trusted objective
-                import objectives
-                x = objectives.load(x)
-            return self.fingerprint(x), None
+            return self.fingerprint(candidate), None
         except Exception as err:  # noqa: BLE001 - no fingerprint means no dedup, not a failure
             return None, f"{type(err).__name__}: {err}"
 
@@ -156,13 +173,12 @@ class Seams:
         relation = getattr(fp, "relation", None)
         return dup, relation(dict(others)[dup]) if relation else "same function"
 
-
-    def inspect_into(self, x, out_dir, beta: float) -> dict:
+    def inspect_into(self, candidate, out_dir, beta: float) -> dict:
         if self.inspect is None:
-            return {"skipped": self.missing.get("inspector", "inspection is turned off")}
+            return {"skipped": "inspection is turned off"}
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            result = self.inspect(x, str(out_dir), beta=beta)
+            result = self.inspect(candidate, str(out_dir), beta=beta)
         except Exception as err:  # noqa: BLE001 - plots are a convenience, never a failure
             return {"error": f"{type(err).__name__}: {err}"}
         try:
@@ -173,6 +189,7 @@ class Seams:
                                      if p.is_file()))
         return d
 
-    def fitness(self, results: list[dict], config) -> tuple[float, float | None]:
-        value, se = self.fitness_fn(results, config)
+    def score(self, results: list[dict], config) -> tuple[float, float | None]:
+        """The fitness of a row's per-seed results, as floats."""
+        value, se = self.fitness(results, config)
         return float(value), (None if se is None else float(se))

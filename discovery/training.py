@@ -1,46 +1,56 @@
 """Training one archive row on every seed: in this process, or as a worker process.
 
-:func:`train_seeds` calls the configured trainer (``inner_loop.runner.run_candidate`` by default)
-once per seed, with ``DIR/candidates/<id>-<name>/seed-<k>/`` as its output folder (its prints
-and progress bars go to ``train.log`` there), and stops at the first failed seed. It takes and returns JSON only, so the same spec runs in a worker:
-``python -m discovery.training SPEC.json`` writes ``result.json`` next to it. A worker is started
-with the campaign's environment minus the API-key variable, and dies with its parent (Linux
-``PR_SET_PDEATHSIG``), so a ``kill -9`` of the campaign leaves no orphan training on.
+:func:`train_seeds` calls the campaign's train seam (``inner_loop.runner.run_candidate`` unless a
+test passes another; see :class:`discovery.seams.Seams`) once per seed, with the candidate's
+measured kind and ``DIR/candidates/<id>-<name>/seed-<k>/`` as its output folder (its prints and
+progress bars go to ``train.log`` there), and stops at the first failed seed. It takes and returns
+JSON only, so the same spec runs in a worker: :class:`LocalExecutor` writes it to ``worker.json``
+in the candidate's folder and starts ``python -m discovery.training worker.json``, which imports
+the train function by its ``module:function`` name and writes ``worker-result.json`` next to it
+(the runner's own ``job.json`` in each seed folder is a result of a different thing). The worker
+is started through :func:`objectives.launcher.launch`: the campaign's environment minus the API-key
+variables, its own process group, and death with its parent, so a ``kill -9`` of the campaign
+leaves no orphan training on.
+
+:class:`LocalExecutor` is the local backend of :class:`objectives.launcher.Executor`
+(``submit / poll / cancel``); a cluster backend plugs into the campaign beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import traceback
 from pathlib import Path
 
-RESULT = "result.json"
-SPEC = "job.json"
+RESULT = "worker-result.json"
+SPEC = "worker.json"
+LOG = "worker.log"
 
 
-def spec_for(row: dict, folder: Path, config, beta: float) -> dict:
-    return {"objective": row["code"] if row["kind"] == "candidate" else row["name"],
-            "task": config.task, "beta": beta, "seeds": list(config.seeds),
-            "timeout": config.train_timeout, "isolation": config.isolation,
-            "overrides": dict(config.overrides), "trainer": config.trainer,
-            "folder": str(folder)}
+def spec_for(candidate, folder: Path, config, beta: float, train: str) -> dict:
+    """The JSON a worker needs: ``candidate`` (a :class:`~objectives.candidate.Candidate`) as its
+    reference and measured kind, the training settings, and ``train``, the train function's
+    ``module:function`` name."""
+    t = config.training
+    return {"objective": candidate.ref, "kind": candidate.kind, "task": t.task, "beta": beta,
+            "seeds": list(t.seeds), "timeout": t.timeout, "isolation": t.isolation,
+            "overrides": dict(t.overrides), "train": train, "folder": str(folder)}
 
 
-def train_seeds(spec: dict) -> list[dict]:
-    """One trainer call per seed; each result as a dict with its ``seed``. Never raises."""
-    from discovery.seams import resolve
+def train_seeds(spec: dict, train=None) -> list[dict]:
+    """One ``train`` call per seed (``train``: the function, else imported by ``spec["train"]``);
+    each result as a dict with its ``seed``. Never raises."""
     results = []
-    try:
-        trainer = resolve(spec["trainer"])
-    except Exception as err:  # noqa: BLE001
-        return [{"seed": spec["seeds"][0], "status": "failed",
-                 "reason": f"trainer {spec['trainer']!r} not available: {err}"}]
+    if train is None:
+        from discovery.seams import import_name
+        try:
+            train = import_name(spec["train"])
+        except Exception as err:  # noqa: BLE001
+            return [{"seed": spec["seeds"][0], "status": "failed",
+                     "reason": f"train function {spec['train']!r} not available: {err}"}]
     for seed in spec["seeds"]:
         out = Path(spec["folder"]) / f"seed-{seed}"
         out.mkdir(parents=True, exist_ok=True)
@@ -48,9 +58,9 @@ def train_seeds(spec: dict) -> list[dict]:
         with open(out / "train.log", "a") as log, contextlib.redirect_stdout(log), \
                 contextlib.redirect_stderr(log):
             try:
-                r = trainer(spec["objective"], task=spec["task"], beta=spec["beta"], seed=seed,
-                            out_dir=str(out), isolation=spec["isolation"], timeout=spec["timeout"],
-                            progress=False, **spec["overrides"])
+                r = train(spec["objective"], task=spec["task"], beta=spec["beta"], seed=seed,
+                          out_dir=str(out), isolation=spec["isolation"], timeout=spec["timeout"],
+                          progress=False, kind=spec.get("kind"), **spec["overrides"])
                 d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
             except Exception as err:  # noqa: BLE001 - the trainer should not raise; record it if so
                 traceback.print_exc()
@@ -77,45 +87,42 @@ def summarise(results: list[dict]) -> dict:
     return {"per_seed": per_seed, "mean": mean}
 
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+class LocalExecutor:
+    """Runs each training spec as a local worker process (:mod:`objectives.launcher`); the
+    handle is the started process and its folder. ``drop_env``: variables the workers must not
+    see (the proposer's and the judge's API-key variables; ``OPENAI_API_KEY`` always)."""
 
-
-class Job:
-    """A worker process training one row; :meth:`poll` gives its results once it has ended."""
-
-    def __init__(self, proc: subprocess.Popen, folder: Path):
-        self.proc, self.folder = proc, folder
+    def __init__(self, drop_env=()):
+        self.drop_env = tuple(dict.fromkeys([*drop_env, "OPENAI_API_KEY"]))
 
     @classmethod
-    def start(cls, spec: dict, folder: Path, drop_env: str | None = None) -> "Job":
-        (folder / SPEC).write_text(json.dumps(spec))
-        env = {k: v for k, v in os.environ.items() if k not in (drop_env, "OPENAI_API_KEY")}
-        log = open(folder / "worker.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "discovery.training", str(folder / SPEC)],
-                                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        log.close()
-        return cls(proc, folder)
+    def for_config(cls, config) -> "LocalExecutor":
+        return cls(drop_env=(config.proposer.api_key_env, config.fitness.judge.api_key_env))
 
-    def poll(self) -> list[dict] | None:
-        rc = self.proc.poll()
+    def submit(self, spec: dict):
+        from objectives.launcher import environment, launch, python
+        folder = Path(spec["folder"])
+        (folder / SPEC).write_text(json.dumps(spec))
+        with open(folder / LOG, "wb") as log:
+            launched = launch(python("discovery.training", folder / SPEC),
+                              env=environment(inherit=True, drop=self.drop_env),
+                              stdout=log, stderr=log, die_with_parent=True)
+        return launched, folder
+
+    def poll(self, handle) -> list[dict] | None:
+        launched, folder = handle
+        rc = launched.poll()
         if rc is None:
             return None
-        result = self.folder / RESULT
+        result = folder / RESULT
         if rc == 0 and result.is_file():
             return json.loads(result.read_text())
-        tail = (self.folder / "worker.log").read_text(errors="replace").strip().splitlines()[-1:]
+        tail = (folder / LOG).read_text(errors="replace").strip().splitlines()[-1:]
         return [{"status": "failed", "reason": f"worker exited with code {rc}: {' '.join(tail)[:300]}"}]
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+    def cancel(self, handle) -> None:
+        launched, _ = handle
+        launched.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:

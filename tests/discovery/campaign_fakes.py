@@ -1,9 +1,10 @@
 """Fast, deterministic stand-ins for the sandbox validator, the fingerprinter and the trainer.
 
-They are named in a campaign's config as ``campaign_fakes:...`` (tests/discovery is on the path),
-so the same fakes also work in the ``disco`` subprocesses of the kill-and-resume test. They run the
-test's own candidate code in-process: fine for fixtures written by the tests, never for real
-candidates.
+:func:`seams` gives them as a :class:`discovery.seams.Seams`; tests/discovery/conftest.py makes that
+the default of every test here (``Seams.default``) unless a test is marked ``real_seams``, and
+``python -m fake_disco`` is ``disco`` with them, for the subprocess tests (tests/discovery is on
+the path, so a worker process imports ``campaign_fakes:train`` too). They run the test's own
+candidate code in-process: fine for fixtures written by the tests, never for real candidates.
 
 Environment knobs (read when called, so subprocesses see them too):
 ``DISCO_FAKE_MARKERS``: a file that gets a "start <dir>" line when a training run starts and an
@@ -28,6 +29,8 @@ GRID = torch.linspace(-20.0, 20.0, 41, dtype=torch.float64)
 
 
 def _load(x):
+    if isinstance(x, objectives.Candidate):
+        return x.load()
     return objectives.load(x) if not isinstance(x, objectives.Objective) else x
 
 
@@ -114,7 +117,7 @@ def _mark(line: str) -> None:
 
 
 def train(objective, task="synthetic", beta=None, seed=0, out_dir=None, isolation="auto",
-          timeout=600.0, progress=False, **overrides) -> dict:
+          timeout=600.0, progress=False, kind=None, **overrides) -> dict:
     """A fake training run: the 'win rate' rewards a steep loss at rho = 0, plus seed noise."""
     _mark(f"start {out_dir}")
     time.sleep(float(os.environ.get("DISCO_FAKE_TRAIN_SLEEP", "0")))
@@ -140,13 +143,31 @@ def train(objective, task="synthetic", beta=None, seed=0, out_dir=None, isolatio
 
 
 def fake_config(**changes):
-    """A CampaignConfig wired to these fakes (fast: no sandbox, no real training)."""
-    from discovery.config import CampaignConfig
-    settings = dict(candidates=4, beta=0.1, seeds=(0, 1), trainer="campaign_fakes:train",
-                    validator="campaign_fakes:validate", fingerprinter="campaign_fakes",
-                    inspect=False, retry_base_delay=0.01, retry_max_delay=0.05)
-    settings.update(changes)
-    return CampaignConfig(**settings)
+    """A small, fast CampaignConfig for these fakes; ``changes`` by setting name, flat (``seeds``,
+    ``workers``, ``base_url``: mapped to their sections quietly) or dotted (``training.seeds``)."""
+    from discovery.config import CampaignConfig, merge, nested_settings
+    settings = {"candidates": 4, "training": {"beta": 0.1, "seeds": [0, 1]}, "execution": {"inspect": False},
+                "proposer": {"retry_base_delay": 0.01, "retry_max_delay": 0.05}}
+    return CampaignConfig.from_dict(merge(settings, nested_settings(changes, warn=False)))
+
+
+def seams(config=None):
+    """These fakes as the campaign's seams (looked up when called, so a test's monkeypatch of
+    ``campaign_fakes.train`` counts); fitness as the config names it (mean_metric by default)."""
+    from discovery.seams import Seams, fitness_function
+    return Seams(validate=validate, fingerprint=fingerprint, fingerprint_from_dict=Fingerprint.from_dict,
+                 find_duplicate=find_duplicate, inspect=None, train=train,
+                 fitness=fitness_function(config.fitness.function if config else "mean_metric"))
+
+
+def install(monkeypatch=None) -> None:
+    """Make :func:`seams` what ``Seams.default(config)`` builds (through ``monkeypatch`` in a test)."""
+    from discovery.seams import Seams
+    fake = classmethod(lambda cls, config: seams(config))
+    if monkeypatch is not None:
+        monkeypatch.setattr(Seams, "default", fake)
+    else:
+        Seams.default = fake
 
 
 def lowest_kl(results, config):

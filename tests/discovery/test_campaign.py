@@ -1,15 +1,17 @@
 """The campaign loop with fake validator, fingerprinter and trainer (fast, no sandbox, no training)."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+import campaign_fakes
 from campaign_fakes import fake_config
 from discovery.archive import Archive
 from discovery.campaign import resume_campaign, run_campaign
-from discovery.proposers import Proposal
+from discovery.proposal import Proposal
 from fake_openai import FakeOpenAI, reply
 
 DPO_AGAIN = "def again(rho, beta):\n    return F.softplus(-beta * rho)\n"  # DPO, written otherwise
@@ -38,7 +40,7 @@ def test_baselines_first_then_candidates_with_fitness(tmp_path):
     proposer = Scripted([steep(2), steep(3)])
     result = run_campaign(tmp_path / "c", fake_config(candidates=2), proposer=proposer, progress=False)
     with Archive.open(tmp_path / "c") as a:
-        rows = a.rows()
+        rows, seams = a.rows(), a.meta("seams")
     assert [(r["kind"], r["name"]) for r in rows[:3]] == [("baseline", "dpo"), ("baseline", "ipo"),
                                                           ("baseline", "lrml")]
     assert all(r["status"] == "done" and r["fitness"] is not None for r in rows)
@@ -47,7 +49,7 @@ def test_baselines_first_then_candidates_with_fitness(tmp_path):
     assert all(b.fitness is not None for b in proposer.contexts[0].baselines)
     row = rows[3]
     assert len(row["metrics"]["per_seed"]) == 2 and row["fitness_se"] is not None
-    assert row["config"]["seeds"] == [0, 1] and row["config"]["trainer"] == "campaign_fakes:train"
+    assert row["config"]["training"]["seeds"] == [0, 1] and seams["train"] == "campaign_fakes:train"
     folder = tmp_path / "c" / row["folder"]
     assert (folder / "proposal.md").is_file() and (folder / "seed-1" / "result.json").is_file()
     assert (tmp_path / "c" / "campaign.log").read_text().count("done: fitness") == 5
@@ -114,7 +116,8 @@ def test_workers_train_in_separate_processes(tmp_path, monkeypatch):
     assert [r["status"] for r in rows] == ["done"] * 3
     assert sorted(line.split()[0] for line in (tmp_path / "markers").read_text().splitlines()) == \
         ["end"] * 3 + ["start"] * 3
-    assert all((tmp_path / "c" / r["folder"] / "worker.log").is_file() for r in rows)
+    assert all((tmp_path / "c" / r["folder"] / name).is_file() for r in rows
+               for name in ("worker.log", "worker.json", "worker-result.json"))
 
 
 def test_llm_campaign_feeds_errors_back_and_never_writes_the_key(tmp_path, monkeypatch, capfd):
@@ -144,22 +147,58 @@ def test_llm_campaign_feeds_errors_back_and_never_writes_the_key(tmp_path, monke
         assert secret.encode() not in path.read_bytes(), path
 
 
-def test_fitness_is_a_seam_named_in_the_config(tmp_path):
-    run_campaign(tmp_path / "c", fake_config(candidates=1, fitness="campaign_fakes:lowest_kl"),
-                 proposer=Scripted([steep(2)]), progress=False)
+def test_fitness_is_a_seam(tmp_path):
+    seams = dataclasses.replace(campaign_fakes.seams(), fitness=campaign_fakes.lowest_kl)
+    run_campaign(tmp_path / "c", fake_config(candidates=1), proposer=Scripted([steep(2)]), seams=seams,
+                 progress=False)
     with Archive.open(tmp_path / "c") as a:
         rows = a.rows()
+        assert a.meta("seams")["fitness"] == "campaign_fakes:lowest_kl"
     assert all(r["fitness"] == pytest.approx(-r["metrics"]["mean"]["kl"]) for r in rows)
     assert all(r["fitness_se"] is None for r in rows)
 
 
-def test_without_a_validator_only_the_static_screen_runs():
+@pytest.mark.real_seams
+def test_the_default_seams_are_the_projects_own_functions():
     from discovery.seams import Seams
-    seams = Seams(missing={"validator": "objectives.validate is not available"})
-    bad = seams.check("import os\ndef f(rho, beta):\n    return rho\n", beta=0.1, timeout=1)
-    good = seams.check(steep(2), beta=0.1, timeout=1)
-    assert not bad["valid"] and "os" in bad["reason"] and bad["layers"] == ["screen"]
-    assert good["valid"] and "not available" in good["note"]
+    seams = Seams.default(fake_config()).describe()
+    assert seams == {"validate": "objectives.validate:validate",
+                     "fingerprint": "objectives.fingerprint:fingerprint",
+                     "fingerprint_from_dict": "objectives.fingerprint:Fingerprint.from_dict",
+                     "find_duplicate": "objectives.fingerprint:find_duplicate",
+                     "inspect": None,  # fake_config turns inspection off
+                     "fitness": "discovery.seams:mean_metric",
+                     "train": "inner_loop.runner:run_candidate"}
+    assert Seams.default(fake_config(**{"execution.inspect": True})).describe()["inspect"] == \
+        "objectives.inspection:inspect_objective"
+
+
+def test_workers_need_a_train_function_a_worker_can_import(tmp_path):
+    def local_train(*args, **kwargs):
+        return campaign_fakes.train(*args, **kwargs)
+
+    seams = dataclasses.replace(campaign_fakes.seams(), train=local_train)
+    with pytest.raises(ValueError, match="cannot be imported by a worker process"):
+        run_campaign(tmp_path / "c", fake_config(workers=2), proposer=Scripted([]), seams=seams,
+                     progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_measured_kind_reaches_the_trainer(tmp_path, monkeypatch):
+    kinds = []
+
+    def validate(source, beta=0.1, timeout=20.0):  # a report that measured the kind
+        report = campaign_fakes.validate(source, beta, timeout)
+        return {**report.to_dict(), "kind": "pointwise"}
+
+    def train(objective, kind=None, **kwargs):
+        kinds.append(kind)
+        return campaign_fakes.train(objective, kind=kind, **kwargs)
+
+    seams = dataclasses.replace(campaign_fakes.seams(), validate=validate, train=train)
+    run_campaign(tmp_path / "c", fake_config(candidates=1, baselines=(), seeds=(0,)),
+                 proposer=Scripted([steep(2)]), seams=seams, progress=False)
+    assert kinds == ["pointwise"]
 
 
 def test_a_running_campaign_cannot_be_resumed_twice(tmp_path):

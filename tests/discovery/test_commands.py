@@ -24,7 +24,7 @@ def test_run_status_show_resume(tmp_path, capsys):
 
     assert main(["status", str(out), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["config"]["candidates"] == 2 and status["config"]["seeds"] == [0]  # flags win
+    assert status["config"]["candidates"] == 2 and status["config"]["training"]["seeds"] == [0]  # flags win
     assert set(status["baselines"]) == {"dpo", "ipo", "lrml"}
     assert sum(status["counts"].values()) == 2
     assert status["leaderboard"][0]["fitness"] >= status["leaderboard"][-1]["fitness"]
@@ -81,7 +81,7 @@ def test_endpoint_failures_stop_cleanly_and_resume_continues(tmp_path, capsys, m
     from discovery.archive import Archive
     with Archive.open(out) as a:
         assert [r["status"] for r in a.rows(kind="candidate")] == ["done", "duplicate"]
-        assert a.config["base_url"] == up.url
+        assert a.config["proposer"]["base_url"] == up.url
 
 
 def test_show_marks_a_check_that_did_not_run_as_skipped_not_ok(tmp_path, capsys):

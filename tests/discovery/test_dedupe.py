@@ -2,7 +2,7 @@
 
 import pytest
 
-from discovery.config import CampaignConfig
+from discovery.config import CampaignConfig, ExecutionConfig
 from discovery.seams import Seams
 from objectives import fingerprint as fpmod
 
@@ -30,6 +30,6 @@ def test_the_same_function_is_reported_as_such():
 
 
 def test_dedupe_setting_is_checked():
-    assert CampaignConfig().dedupe == "training"
+    assert CampaignConfig().execution.dedupe == "training"
     with pytest.raises(ValueError, match="dedupe"):
-        CampaignConfig(dedupe="values")
+        ExecutionConfig(dedupe="values")

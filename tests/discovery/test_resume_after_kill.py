@@ -20,7 +20,7 @@ SETTINGS = dict(candidates=4, seeds=[0], baselines=["dpo", "hinge"], proposer="e
 
 
 def disco(*args, env, **kw):
-    return subprocess.Popen([sys.executable, "-m", "discovery.cli", *args, "--quiet"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "fake_disco", *args, "--quiet"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
 
 

@@ -6,7 +6,7 @@ from campaign_fakes import fake_config
 from discovery.archive import Archive
 from discovery.campaign import run_campaign
 from discovery.cli import main
-from discovery.proposers import Proposal
+from discovery.proposal import Proposal
 
 RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]")  # \t and \n are fine
 CLEAR, TITLE, C1, BIDI = "\x1b[2J", "\x1b]0;pwned\x07", "\x9b31m", "\u202e"

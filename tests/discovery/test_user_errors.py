@@ -18,7 +18,8 @@ from campaign_fakes import fake_config
 from discovery.archive import Archive
 from discovery.campaign import run_campaign
 from discovery.cli import main
-from discovery.config import CampaignConfig, UserError
+from discovery.config import CampaignConfig, UserError, merge
+from inner_loop.overrides import nest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -78,7 +79,7 @@ def test_an_unknown_set_key_names_the_valid_keys_of_training_runner_and_task(cap
 
 def test_a_campaign_with_an_unknown_override_is_refused_before_it_starts(tmp_path, capsys):
     cfg = tmp_path / "real.yaml"
-    cfg.write_text(yaml.safe_dump({"overrides": {"max_stepz": 3}}))
+    cfg.write_text(yaml.safe_dump({"training": {"overrides": {"max_stepz": 3}}}))
     assert main(["run", "--out", str(tmp_path / "c"), "--config", str(cfg), "--quiet"]) == 2
     one_error(capsys, "did you mean 'max_steps'")
     assert not (tmp_path / "c").exists()
@@ -118,17 +119,17 @@ def test_flags_out_of_range_name_the_valid_range(argv, words, capsys):
     (["--candidates", "-1"], {}, "candidates must be an integer >= 0, not -1"),
     (["--workers", "0"], {}, "workers must be an integer >= 1, not 0"),
     (["--beta", "0"], {}, "beta must be a number > 0"),
-    ([], {"seeds": []}, "seeds must hold at least one"),
-    ([], {"seeds": [0, 0]}, "seeds must be distinct"),
-    ([], {"train_timeout": 0}, "train_timeout must be a number > 0"),
-    ([], {"validate_timeout": -1}, "validate_timeout must be a number > 0"),
-    ([], {"isolation": "sandbx"}, "isolation must be one of auto, none, process, sandbox"),
+    ([], {"training.seeds": []}, "seeds must hold at least one"),
+    ([], {"training.seeds": [0, 0]}, "seeds must be distinct"),
+    ([], {"training.timeout": 0}, "training.timeout must be a number > 0"),
+    ([], {"execution.validate_timeout": -1}, "validate_timeout must be a number > 0"),
+    ([], {"training.isolation": "sandbx"}, "isolation must be one of auto, none, process, sandbox"),
     ([], {"candidates": "six"}, "candidates must be an integer >= 0, not 'six'"),
 ])
 def test_campaign_settings_out_of_range_are_refused_before_anything_is_made(tmp_path, capsys, flags, settings,
                                                                              words):
     cfg = campaign_yaml(tmp_path, candidates=1)
-    data = yaml.safe_load(cfg.read_text()) | settings
+    data = merge(yaml.safe_load(cfg.read_text()), nest(settings))
     cfg.write_text(yaml.safe_dump(data))
     out = tmp_path / "c"
     assert main(["run", "--out", str(out), "--config", str(cfg), "--quiet", *flags]) == 2
@@ -140,16 +141,16 @@ def test_resume_refuses_a_bad_change_and_leaves_the_campaign_as_it_was(small_cam
     assert main(["resume", str(small_campaign), "--workers", "0", "--quiet"]) == 2
     one_error(capsys, "workers must be an integer >= 1, not 0")
     with Archive.open(small_campaign) as a:
-        assert a.config["workers"] == 1
+        assert a.config["execution"]["workers"] == 1
     assert not (small_campaign / "campaign.lock").exists()
 
 
 def test_config_checks_every_range():
     with pytest.raises(UserError, match="max_attempts must be an integer >= 1"):
-        CampaignConfig(max_attempts=0)
+        CampaignConfig(training={"max_attempts": 0})
     with pytest.raises(UserError, match="temperature must be a number >= 0"):
-        CampaignConfig(temperature=-0.5)
-    assert CampaignConfig(beta=None, seeds=[3, 1]).seeds == (3, 1)
+        CampaignConfig(proposer={"temperature": -0.5})
+    assert CampaignConfig(training={"beta": None, "seeds": [3, 1]}).training.seeds == (3, 1)
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def test_sigint_stops_disco_run_cleanly(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]),
            "DISCO_FAKE_MARKERS": str(marks), "DISCO_FAKE_TRAIN_SLEEP": "5"}
     out = tmp_path / "c"
-    proc = subprocess.Popen([sys.executable, "-m", "discovery.cli", "run", "--out", str(out), "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "fake_disco", "run", "--out", str(out), "--config",
                              str(campaign_yaml(tmp_path, candidates=2, seeds=[0])), "--quiet"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.time() + 120
@@ -252,6 +253,6 @@ def test_run_writes_the_resolved_config_as_yaml(tmp_path, capsys):
     assert main(["run", "--out", str(out), "--config", str(cfg), "--beta", "0.2", "--quiet"]) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     with Archive.open(out) as a:
-        assert saved == a.config and saved["beta"] == 0.2 and saved["seeds"] == [0]
+        assert saved == a.config and saved["training"]["beta"] == 0.2 and saved["training"]["seeds"] == [0]
     assert main(["resume", str(out), "--candidates", "2", "--quiet"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["candidates"] == 2
