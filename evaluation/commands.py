@@ -110,7 +110,7 @@ def _mt_bench(args) -> int:
     answers = mt_bench.load_answers(args.answers)
     judgments = mt_bench.judge_answers(_make_judge(args), data, answers, JudgmentCache(args.cache),
                                        parallel=args.parallel)
-    summary = mt_bench.summarize(judgments)
+    summary = mt_bench.summarise(judgments)
     if args.judgments_out:
         mt_bench.write_jsonl(args.judgments_out, mt_bench.judgment_rows(judgments))
     if args.json:

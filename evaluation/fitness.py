@@ -1,8 +1,11 @@
 """A campaign's fitness from an LLM judge: MT-Bench score or AlpacaEval win rate of the kept policy.
 
-Registered in :data:`discovery.seams.FITNESS` when this module is imported (the campaign imports it
-for a fitness name it does not know), as ``"mt_bench"`` and ``"alpaca_eval"``. Each is a fitness
-function ``(results, config) -> (fitness, se)``: ``results`` holds one
+:data:`JUDGES` names them ``"mt_bench"`` and ``"alpaca_eval"``; :func:`discovery.seams.fitness_function`
+looks a campaign's ``fitness.function`` up there (the one place :mod:`discovery` reaches
+:mod:`evaluation`; nothing here imports :mod:`discovery`). Each is a fitness function
+``(results, config) -> (fitness, se)`` with a ``check_config(config)`` that the campaign runs
+before anything trains; ``config`` is a :class:`discovery.config.CampaignConfig`, whose
+``fitness.judge`` section says which judge grades and on what. ``results`` holds one
 :meth:`~inner_loop.runner.TrainResult.to_dict` per training seed, and each must carry
 ``metrics["model_dir"]``, a ``from_pretrained`` folder (tasks ``recipe:<name>`` keep one; see
 :mod:`inner_loop.recipe_task`). For every seed the policy answers the benchmark on this machine
@@ -18,7 +21,7 @@ questions (MT-Bench: per question, the mean of its judged turns) or instructions
 ``standard_error``). Failed judgments (HTTP errors, timeouts, unparseable replies) are counted in
 ``summary.json`` / ``leaderboard.json`` and the log, never averaged in; a seed with no judgment
 left fails the candidate with the reason. The judge's API key is read from the environment
-variable the config names (``judge_api_key_env``) when the judge is built, and written nowhere.
+variable the config names (``fitness.judge.api_key_env``) when the judge is built, and written nowhere.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from discovery.seams import FITNESS
+from typing import Callable
+
 from evaluation import alpaca, mt_bench
 from evaluation.judge import JudgmentCache, OpenAIJudge
+from objectives.registry import Registry
 
 log = logging.getLogger("discovery")
 
@@ -44,8 +49,11 @@ JUDGE_PARALLEL = 4        # concurrent MT-Bench judge requests
 # -- shared pieces --------------------------------------------------------------------------------
 
 def make_judge(config) -> OpenAIJudge:
-    return OpenAIJudge(config.judge_base_url or DEFAULT_JUDGE_URL, config.judge_model, config.judge_api_key_env,
-                       timeout=config.request_timeout, max_retries=config.max_retries)
+    """The judge of ``config.fitness.judge`` (its key is read from the environment here)."""
+    judge = config.fitness.judge
+    return OpenAIJudge(base_url=judge.base_url or DEFAULT_JUDGE_URL, model=judge.model,
+                       api_key_env=judge.api_key_env, timeout=judge.request_timeout,
+                       max_retries=judge.max_retries)
 
 
 def load_policy(model_dir: str):
@@ -98,6 +106,25 @@ def _combine(values: list[float], within_se: float | None) -> tuple[float, float
     return values[0], se
 
 
+def judge_each_seed(models: list[tuple[int, Path]], config, folder: str, generate: Callable, items: list,
+                    score: Callable) -> tuple[float, float | None]:
+    """Per seed: the kept policy answers ``items`` (``generate(model, tokenizer, items, model_id,
+    max_new_tokens=, seed=)``), then ``score(judge, seed, out, answers) -> (value, se)`` grades them
+    into ``out``, the seed folder's ``folder``; the mean over seeds (:func:`_combine`)."""
+    judge = make_judge(config)
+    values, ses = [], []
+    for seed, model_dir in models:
+        out = model_dir.parent / folder
+        out.mkdir(parents=True, exist_ok=True)
+        answers = _generate(model_dir, lambda model, tokenizer: generate(
+            model, tokenizer, items, _model_id(model_dir), max_new_tokens=config.fitness.judge.max_new_tokens,
+            seed=seed))
+        value, se = score(judge, seed, out, answers)
+        values.append(value)
+        ses.append(se)
+    return _combine(values, ses[0])
+
+
 def read_records(path: str | Path) -> list[dict]:
     """A JSON list or a JSONL file of records."""
     text = Path(path).read_text(encoding="utf-8").strip()
@@ -107,12 +134,13 @@ def read_records(path: str | Path) -> list[dict]:
 # -- MT-Bench -------------------------------------------------------------------------------------
 
 def _questions(config) -> tuple[mt_bench.FastChatData, list[dict]]:
-    data = mt_bench.load_fastchat(config.fastchat_data)
-    wanted = set(config.mt_bench_questions)
+    judge = config.fitness.judge
+    data = mt_bench.load_fastchat(judge.fastchat_data)
+    wanted = set(judge.mt_bench_questions)
     questions = [q for q in data.questions if not wanted or q["question_id"] in wanted]
     missing = wanted - {q["question_id"] for q in questions}
     if missing:
-        raise ValueError(f"mt_bench_questions not in {config.fastchat_data}: {sorted(missing)}")
+        raise ValueError(f"mt_bench_questions not in {judge.fastchat_data}: {sorted(missing)}")
     return data, questions
 
 
@@ -130,17 +158,13 @@ def mt_bench_fitness(results: list[dict], config) -> tuple[float, float | None]:
     """Mean MT-Bench score (FastChat single-answer grading, 1-10) of the seeds' kept policies."""
     models = _model_dirs(results)
     data, questions = _questions(config)
-    judge = make_judge(config)
-    scores, ses = [], []
-    for seed, model_dir in models:
-        out = model_dir.parent / "mt_bench"
-        answers = _generate(model_dir, lambda model, tokenizer: mt_bench.generate_answers(
-            model, tokenizer, questions, _model_id(model_dir), max_new_tokens=config.max_new_tokens, seed=seed))
+
+    def score(judge, seed: int, out: Path, answers: list[dict]) -> tuple[float, float | None]:
         mt_bench.write_jsonl(out / "answers.jsonl", answers)
         judgments = mt_bench.judge_answers(judge, data, answers, JudgmentCache(out / "judge_cache.jsonl"),
                                            parallel=JUDGE_PARALLEL)
         mt_bench.write_jsonl(out / "judgments.jsonl", mt_bench.judgment_rows(judgments))
-        summary = mt_bench.summarize(judgments)
+        summary = mt_bench.summarise(judgments)
         summary["question_se"] = question_se(judgments)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("MT-Bench seed %d: score %s from %d turns, %d failed %s", seed, summary["score"],
@@ -148,9 +172,9 @@ def mt_bench_fitness(results: list[dict], config) -> tuple[float, float | None]:
         if summary["score"] is None:
             raise ValueError(f"seed {seed}: all {summary['n_failed']} MT-Bench judgments failed "
                              f"{summary['failures']}: {_first_reason(judgments)}")
-        scores.append(summary["score"])
-        ses.append(summary["question_se"])
-    return _combine(scores, ses[0])
+        return summary["score"], summary["question_se"]
+
+    return judge_each_seed(models, config, "mt_bench", mt_bench.generate_answers, questions, score)
 
 
 def _first_reason(judgments) -> str:
@@ -158,10 +182,11 @@ def _first_reason(judgments) -> str:
 
 
 def check_mt_bench(config) -> None:
-    if not config.fastchat_data:
+    fastchat_data = config.fitness.judge.fastchat_data
+    if not fastchat_data:
         raise ValueError("fitness mt_bench needs fastchat_data: FastChat's llm_judge/data folder")
-    if not Path(config.fastchat_data, "mt_bench", "question.jsonl").is_file():
-        raise ValueError(f"fastchat_data {config.fastchat_data!r} has no mt_bench/question.jsonl")
+    if not Path(fastchat_data, "mt_bench", "question.jsonl").is_file():
+        raise ValueError(f"fastchat_data {fastchat_data!r} has no mt_bench/question.jsonl")
     _questions(config)
 
 
@@ -172,8 +197,9 @@ mt_bench_fitness.check_config = check_mt_bench
 
 def _alpaca_inputs(config) -> tuple[list[dict], list[dict]]:
     """(instruction rows, reference outputs): the instructions default to the reference's."""
-    reference = read_records(config.alpaca_reference)
-    rows = read_records(config.alpaca_instructions) if config.alpaca_instructions else reference
+    judge = config.fitness.judge
+    reference = read_records(judge.alpaca_reference)
+    rows = read_records(judge.alpaca_instructions) if judge.alpaca_instructions else reference
     instructions = [{"instruction": r["instruction"], "dataset": r.get("dataset")} for r in rows]
     known = {r["instruction"] for r in reference}
     missing = [r["instruction"][:60] for r in instructions if r["instruction"] not in known]
@@ -186,16 +212,11 @@ def alpaca_eval_fitness(results: list[dict], config) -> tuple[float, float | Non
     """Mean AlpacaEval win rate (0-100, weighted by the judge's log-probs) against the reference."""
     models = _model_dirs(results)
     instructions, reference = _alpaca_inputs(config)
-    judge = make_judge(config)
-    rates, ses = [], []
-    for seed, model_dir in models:
-        out = model_dir.parent / "alpaca_eval"
-        out.mkdir(parents=True, exist_ok=True)
-        outputs = _generate(model_dir, lambda model, tokenizer: alpaca.generate_outputs(
-            model, tokenizer, instructions, _model_id(model_dir), max_new_tokens=config.max_new_tokens, seed=seed))
+
+    def score(judge, seed: int, out: Path, outputs: list[dict]) -> tuple[float, float | None]:
         alpaca.write_model_outputs(out / "model_outputs.json", outputs)
-        annotations = alpaca.annotate(judge, alpaca.pair_outputs(outputs, reference), config.alpaca_judge_prompt,
-                                      JudgmentCache(out / "judge_cache.jsonl"))
+        annotations = alpaca.annotate(judge, alpaca.pair_outputs(outputs, reference),
+                                      config.fitness.judge.alpaca_judge_prompt, JudgmentCache(out / "judge_cache.jsonl"))
         (out / "annotations.json").write_text(json.dumps(annotations, indent=2, ensure_ascii=False))
         failures: dict[str, int] = {}
         for a in annotations:
@@ -211,17 +232,18 @@ def alpaca_eval_fitness(results: list[dict], config) -> tuple[float, float | Non
         (out / "leaderboard.json").write_text(json.dumps(row, indent=2))
         log.info("AlpacaEval seed %d: win rate %.2f ± %.2f from %d, %d failed %s", seed, row["win_rate"],
                  row["standard_error"], row["n_total"], row["n_failed"], failures)
-        rates.append(row["win_rate"])
-        ses.append(row["standard_error"])
-    return _combine(rates, ses[0])
+        return row["win_rate"], row["standard_error"]
+
+    return judge_each_seed(models, config, "alpaca_eval", alpaca.generate_outputs, instructions, score)
 
 
 def check_alpaca_eval(config) -> None:
-    if not config.alpaca_reference:
+    judge = config.fitness.judge
+    if not judge.alpaca_reference:
         raise ValueError("fitness alpaca_eval needs alpaca_reference: reference outputs in alpaca_eval's format")
     _alpaca_inputs(config)
     try:
-        prompt = alpaca.find_prompt(config.alpaca_judge_prompt)
+        prompt = alpaca.find_prompt(judge.alpaca_judge_prompt)
     except FileNotFoundError as err:
         raise ValueError(f"fitness alpaca_eval: {err} (or set alpaca_judge_prompt)") from None
     if not prompt.is_file():
@@ -230,5 +252,7 @@ def check_alpaca_eval(config) -> None:
 
 alpaca_eval_fitness.check_config = check_alpaca_eval
 
-FITNESS.register("mt_bench", mt_bench_fitness)
-FITNESS.register("alpaca_eval", alpaca_eval_fitness)
+# The judges a campaign's fitness.function may name (discovery.seams.fitness_function looks them up)
+JUDGES: Registry[Callable] = Registry("judge fitness")
+JUDGES.register("mt_bench", mt_bench_fitness)
+JUDGES.register("alpaca_eval", alpaca_eval_fitness)

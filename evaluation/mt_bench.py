@@ -220,7 +220,7 @@ def judge_answers(judge: Judge, data: FastChatData, answers: list[dict],
     return [run(t) for t in tasks]
 
 
-def summarize(judgments: list[Judgment]) -> dict:
+def summarise(judgments: list[Judgment]) -> dict:
     """Mean score overall, per turn and per category over the graded turns; failures counted apart."""
     ok = [j for j in judgments if j.score is not None]
     by_turn, by_category = defaultdict(list), defaultdict(list)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from discovery.config import CampaignConfig
-from discovery.seams import FITNESS, fitness_function
+from discovery.seams import fitness_function
 from evaluation import fitness
 from inner_loop.runner import run_candidate
 from tests.evaluation.fake_openai_server import FakeOpenAIServer, Reply, chat_body
@@ -61,10 +61,20 @@ def results_in(trained: Path, tmp_path: Path) -> list[dict]:
     return [{"seed": 0, **result}]
 
 
-def config(url: str, **kw) -> CampaignConfig:
-    base = dict(judge_base_url=url, judge_model="judge-x", judge_api_key_env="FAKE_JUDGE_KEY", max_retries=0,
+def config(url: str, function: str = "mt_bench", judge: dict | None = None, **sections) -> CampaignConfig:
+    """A campaign config whose fitness is ``function`` graded by the fake judge at ``url``
+    (``judge``: more fitness.judge settings; ``sections``: other settings, nested)."""
+    base = dict(base_url=url, model="judge-x", api_key_env="FAKE_JUDGE_KEY", max_retries=0,
                 fastchat_data=str(FASTCHAT), mt_bench_questions=QUESTIONS, max_new_tokens=8)
-    return CampaignConfig(**{**base, **kw})
+    return CampaignConfig.from_dict({"fitness": {"function": function, "judge": {**base, **(judge or {})}},
+                                     **sections})
+
+
+def checked(name: str, cfg: CampaignConfig):
+    """The fitness function ``name``, its ``check_config`` passed first (as a campaign does)."""
+    fn = fitness_function(name)
+    fn.check_config(cfg)
+    return fn
 
 
 def no_secret_under(path: Path) -> bool:
@@ -77,9 +87,9 @@ def test_mt_bench_fitness_generates_judges_and_leaves_failed_turns_out(trained, 
     results = results_in(trained, tmp_path)
     with FakeOpenAIServer(rating_by_prompt) as srv:
         cfg = config(srv.url)
-        value, se = fitness_function("mt_bench", cfg)(results, cfg)
+        value, se = checked("mt_bench", cfg)(results, cfg)
         n = len(srv.requests)
-        again = FITNESS.get("mt_bench")(results, cfg)            # cached in the candidate folder
+        again = fitness.JUDGES.get("mt_bench")(results, cfg)            # cached in the candidate folder
     # writing: turn 1 [[8]], turn 2 [5]; math: turn 1 [[8]], turn 2 unparseable (left out)
     assert value == pytest.approx((8 + 5 + 8) / 3)
     assert se == pytest.approx(math.sqrt(((6.5 - 7.25) ** 2 + (8 - 7.25) ** 2) / 1) / math.sqrt(2))
@@ -107,9 +117,9 @@ def test_mt_bench_with_every_judgment_failed_fails_with_the_reason(trained, tmp_
 
 def test_judge_fitness_needs_its_settings_before_anything_trains(tmp_path):
     with pytest.raises(ValueError, match="needs fastchat_data"):
-        fitness_function("mt_bench", CampaignConfig(fitness="mt_bench"))
+        checked("mt_bench", CampaignConfig.from_dict({"fitness": {"function": "mt_bench"}}))
     with pytest.raises(ValueError, match="needs alpaca_reference"):
-        fitness_function("alpaca_eval", CampaignConfig(fitness="alpaca_eval"))
+        checked("alpaca_eval", CampaignConfig.from_dict({"fitness": {"function": "alpaca_eval"}}))
     with pytest.raises(KeyError, match="did you mean 'mt_bench'"):
         fitness_function("mt_bench_")
     with pytest.raises(ValueError, match="no kept model"):
@@ -136,9 +146,9 @@ def test_alpaca_eval_fitness_is_the_weighted_win_rate_with_its_standard_error(tr
     prompt = tmp_path / "prompt.txt"
     prompt.write_text(TEST_PROMPT)
     with FakeOpenAIServer(alpaca_judge) as srv:
-        cfg = config(srv.url, fitness="alpaca_eval", alpaca_reference=str(reference),
-                     alpaca_judge_prompt=str(prompt))
-        value, se = fitness_function("alpaca_eval", cfg)(results, cfg)
+        cfg = config(srv.url, "alpaca_eval", judge={"alpaca_reference": str(reference),
+                                                    "alpaca_judge_prompt": str(prompt)})
+        value, se = checked("alpaca_eval", cfg)(results, cfg)
     assert len(srv.requests) == 3
     assert value == pytest.approx(75.0) and se == pytest.approx(15.0)   # sd(0.9, 0.6) / sqrt(2) * 100
     out = tmp_path / "candidates" / "3-lrml" / "seed-0" / "alpaca_eval"
@@ -156,16 +166,17 @@ def test_disco_run_with_an_mt_bench_config_file_on_a_recipe_task(tiny, tmp_path,
     from discovery.archive import Archive
     from discovery.cli import main
     with FakeOpenAIServer(rating_by_prompt) as srv:
-        settings = config(srv.url, task="recipe:zephyr-gemma", fitness="mt_bench", candidates=0,
-                          baselines=("dpo",), inspect=False, overrides=_overrides(tiny)).to_dict()
+        settings = config(srv.url, candidates=0, baselines=("dpo",), execution={"inspect": False},
+                          training={"task": "recipe:zephyr-gemma", "overrides": _overrides(tiny)}).to_dict()
         (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(settings))
         rc = main(["run", "--config", str(tmp_path / "campaign.yaml"), "--out", str(tmp_path / "c"), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     with Archive.open(tmp_path / "c") as archive:
         (row,) = archive.rows()
     assert row["status"] == "done", row["reason"]
-    assert row["fitness"] == pytest.approx(7.0) and row["config"]["beta"] == 0.05
-    assert row["config"]["mt_bench_questions"] == list(QUESTIONS)
+    ran = CampaignConfig.from_dict(row["config"])
+    assert row["fitness"] == pytest.approx(7.0) and ran.training.beta == 0.05
+    assert list(ran.fitness.judge.mt_bench_questions) == list(QUESTIONS)
     seed_dir = tmp_path / "c" / row["folder"] / "seed-0"
     assert (seed_dir / "model" / "model.safetensors").is_file()
     assert (seed_dir / "mt_bench" / "summary.json").is_file()
@@ -185,4 +196,4 @@ def test_example_campaign_files_are_valid_configs():
     assert len(paths) >= 2
     for path in paths:
         cfg = CampaignConfig.from_dict(yaml.safe_load(path.read_text()))
-        assert cfg.fitness in ("mt_bench", "alpaca_eval") and cfg.task.startswith("recipe:"), path
+        assert cfg.fitness.function in ("mt_bench", "alpaca_eval") and cfg.training.task.startswith("recipe:"), path

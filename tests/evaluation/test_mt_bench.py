@@ -113,7 +113,7 @@ def test_judging_reports_scores_per_turn_and_category_and_counts_unparseable(dat
     with FakeOpenAIServer(rating_by_prompt) as srv:
         judge = OpenAIJudge(srv.url, "judge-x", max_retries=0)
         judgments = mt_bench.judge_answers(judge, data, answers, JudgmentCache(tmp_path / "c.jsonl"))
-    s = mt_bench.summarize(judgments)
+    s = mt_bench.summarise(judgments)
     assert len(srv.requests) == 4
     assert all(r["temperature"] == 0.0 and r["max_tokens"] == 2048 for r in srv.requests)
     assert s["score"] == pytest.approx((8 + 5 + 8) / 3)          # the unparseable turn is left out
@@ -131,9 +131,9 @@ def test_rerun_with_cache_makes_no_requests_and_writes_no_rows(data, tmp_path):
     answers = [answer_row(first(data, "writing")), answer_row(first(data, "coding"))]
     with FakeOpenAIServer(rating_by_prompt) as srv:
         judge = OpenAIJudge(srv.url, "judge-x", max_retries=0)
-        before = mt_bench.summarize(mt_bench.judge_answers(judge, data, answers, JudgmentCache(cache_path)))
+        before = mt_bench.summarise(mt_bench.judge_answers(judge, data, answers, JudgmentCache(cache_path)))
         rows_before = cache_path.read_text()
-        after = mt_bench.summarize(mt_bench.judge_answers(judge, data, answers, JudgmentCache(cache_path)))
+        after = mt_bench.summarise(mt_bench.judge_answers(judge, data, answers, JudgmentCache(cache_path)))
     assert len(srv.requests) == 4                       # all from the first run
     assert cache_path.read_text() == rows_before and len(rows_before.splitlines()) == 4
     assert after["n_cached"] == 4 and before["n_cached"] == 0
@@ -153,13 +153,13 @@ def test_timeout_is_a_typed_failure_not_cached_and_retried_on_the_next_run(data,
 
     with FakeOpenAIServer(slow_second_turn) as srv:
         judge = OpenAIJudge(srv.url, "judge-x", timeout=0.3, max_retries=0)
-        s = mt_bench.summarize(mt_bench.judge_answers(judge, data, answers, JudgmentCache(cache_path)))
+        s = mt_bench.summarise(mt_bench.judge_answers(judge, data, answers, JudgmentCache(cache_path)))
     assert s["score"] == 7.0 and s["failures"] == {"timeout": 1}
     assert len(cache_path.read_text().splitlines()) == 1
 
     with FakeOpenAIServer(lambda body, n: Reply(body=chat_body("[[9]]"))) as srv:
         judge = OpenAIJudge(srv.url, "judge-x", max_retries=0)
-        s = mt_bench.summarize(mt_bench.judge_answers(judge, data, answers, JudgmentCache(cache_path)))
+        s = mt_bench.summarise(mt_bench.judge_answers(judge, data, answers, JudgmentCache(cache_path)))
     assert len(srv.requests) == 1                       # only the turn that failed
     assert s["per_turn"] == {"1": 7.0, "2": 9.0} and s["n_failed"] == 0
 
