@@ -91,12 +91,29 @@ def _common(p: argparse.ArgumentParser, *, seeds=True) -> None:
                         "(each run's own log is in its folder's train.log, with --out)")
 
 
+def _objectives_and_task(p: argparse.ArgumentParser, *, default: tuple | None = None) -> None:
+    """--objectives (required, or ``default``) and --task, as compare and sweep take them."""
+    if default is None:
+        p.add_argument("--objectives", nargs="+", required=True, metavar="NAME_OR_FILE",
+                       help="registry names (dpo, ipo, lrml, ...) and/or .py files with one loss each")
+    else:
+        p.add_argument("--objectives", nargs="+", default=list(default), metavar="NAME_OR_FILE",
+                       help=f"registry names and/or .py files (default: {' '.join(default)})")
+    p.add_argument("--task", default="synthetic", help="inner-loop task (default: synthetic)")
+
+
+def _finish(p: argparse.ArgumentParser, handler, *, seeds: bool = True) -> None:
+    """The flags every training command shares (:func:`_common`), and its handler."""
+    _common(p, seeds=seeds)
+    p.set_defaults(func=handler)
+
+
 # -- compare ------------------------------------------------------------------------------------
 
 def cmd_compare(args) -> int:
     from pathlib import Path
 
-    from evaluation.compare import Setting, format_table, jsonable, resolve_objectives, run_grid, summarize
+    from evaluation.compare import Setting, format_table, jsonable, resolve_objectives, run_grid, summarise
 
     overrides = parse_overrides(args.overrides)
     check_args(args, betas=() if args.beta is None else (args.beta,), seeds=args.seeds, task=args.task,
@@ -106,7 +123,7 @@ def cmd_compare(args) -> int:
     with _quiet(args):
         runs = run_grid(objectives, settings, runner=RUNNER, out_dir=args.out, log=_logger(args),
                         **_runner_kwargs(args))
-    table = summarize(runs, args.metric, baselines=args.baselines, n_boot=args.n_boot)
+    table = summarise(runs, args.metric, baselines=args.baselines, n_boot=args.n_boot)
     result = jsonable({"command": "compare", "settings": [s.to_dict() for s in settings],
                        "table": table.to_dict(), "runs": [r.to_dict() for r in runs]})
     if args.out:
@@ -184,17 +201,14 @@ def register(subparsers) -> None:
                               description="Train every objective on every seed with run_candidate and print, "
                               "per objective, the mean metric ± se and the paired-bootstrap 95% interval of "
                               "its difference to each baseline. Failed runs are listed, never averaged in.")
-    p.add_argument("--objectives", nargs="+", required=True, metavar="NAME_OR_FILE",
-                   help="registry names (dpo, ipo, lrml, ...) and/or .py files with one loss each")
+    _objectives_and_task(p)
     p.add_argument("--baselines", nargs="*", default=["dpo", "ipo", "lrml"],
                    help="objectives every row is compared with; added to the runs when missing (default: dpo ipo lrml)")
-    p.add_argument("--task", default="synthetic", help="inner-loop task (default: synthetic)")
     p.add_argument("--beta", type=float, default=None, help="KL strength (default: the task's)")
     p.add_argument("--metric", default="win_rate", help="metric to compare: win_rate, reward, kl (default: win_rate)")
     p.add_argument("--json", action="store_true", help="print JSON (runs and table) instead of the table")
     p.add_argument("--out", default=None, metavar="DIR", help="write DIR/comparison.json and per-run results")
-    _common(p)
-    p.set_defaults(func=cmd_compare)
+    _finish(p, cmd_compare)
 
     p = subparsers.add_parser("heldout", help="re-evaluate a campaign's best candidates on settings it never used",
                               description="Train the campaign's top-K candidates and the baselines on seeds, "
@@ -212,24 +226,20 @@ def register(subparsers) -> None:
     p.add_argument("--allow-used", action="store_true",
                    help="keep settings the search used (otherwise they are dropped with a warning)")
     p.add_argument("--json", action="store_true", help="print the JSON written to DIR/heldout.json")
-    _common(p, seeds=False)
-    p.set_defaults(func=cmd_heldout)
+    _finish(p, cmd_heldout, seeds=False)
 
     p = subparsers.add_parser("sweep", help="beta sweep: the reward-versus-KL frontier (DiscoPOP Fig. 5)",
                               description="Train every objective at every beta and seed; plot mean gold reward "
                               "against mean KL to the reference, one curve per objective, points labelled by beta. "
                               "Writes DIR/frontier.png and DIR/sweep.json.")
-    p.add_argument("--objectives", nargs="+", default=["dpo", "ipo", "lrml"], metavar="NAME_OR_FILE",
-                   help="registry names and/or .py files (default: dpo ipo lrml)")
+    _objectives_and_task(p, default=("dpo", "ipo", "lrml"))
     p.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS),
                    help=f"KL strengths, each > 0 (default: {' '.join(f'{b:g}' for b in DEFAULT_BETAS)})")
-    p.add_argument("--task", default="synthetic", help="inner-loop task (default: synthetic)")
     p.add_argument("--x", default="kl", metavar="METRIC",
                    help="x axis: kl (KL(pi||ref) per completion, default), kl_per_token, or kl_ref_pi_per_token "
                    "(KL(ref||pi) per token, the paper's Fig. 5 direction)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (a campaign DIR puts it in the report)")
-    _common(p)
-    p.set_defaults(func=cmd_sweep)
+    _finish(p, cmd_sweep)
 
     p = subparsers.add_parser("report", help="one self-contained HTML page for a campaign",
                               description="Write an HTML report (images inlined, no external resources): "

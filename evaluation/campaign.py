@@ -1,8 +1,10 @@
 """A read-only view of a campaign directory for the evaluation commands (heldout, report).
 
 The one adapter between :mod:`discovery.archive` (the SQLite archive, its rows and the resolved
-campaign config) and evaluation: if the archive's columns or the config's field names change,
-this file is the only one to update. Nothing here writes to the archive.
+campaign config) and evaluation: if the archive's columns or the config's fields change, this file
+is the only one to update. The config is read back through
+:meth:`discovery.config.CampaignConfig.from_dict`, which takes the nested form a campaign stores
+and the flat keys of earlier versions. Nothing here writes to the archive.
 """
 
 from __future__ import annotations
@@ -11,17 +13,15 @@ import dataclasses
 import math
 from pathlib import Path
 
-# discovery.config.CampaignConfig field names; the fallbacks keep older archives readable
-SEED_KEYS = ("seeds", "train_seeds")   # training seeds ("seed" alone is the proposer's)
-BETA_KEYS = ("beta", "betas")
-TASK_KEYS = ("task", "tasks")
-OVERRIDE_KEYS = ("overrides", "train_overrides", "task_overrides")
+from discovery.config import CampaignConfig
 
 
 @dataclasses.dataclass
-class Campaign:
+class CampaignResults:
+    """What a campaign directory holds: its config and its archive rows (candidates and baselines)."""
+
     dir: Path
-    config: dict
+    config: CampaignConfig  # as the campaign ran it (resolved)
     rows: list[dict]        # every archive row, decoded, oldest first
 
     def baselines(self) -> list[dict]:
@@ -43,29 +43,28 @@ class Campaign:
 
     @property
     def metric(self) -> str:
-        return str(find_key(self.config, ("metric", "fitness_metric")) or "win_rate")
+        return self.config.fitness.metric
 
     @property
     def proposer(self) -> str:
         """Who wrote the candidates, as a reader needs it: ``offline (evolve)`` for the offline
         proposer (whose config still carries the unused default ``model`` field), the model name
         and endpoint for ``openai``, else the proposer's name."""
-        name = self.config.get("proposer")
-        if name == "evolve":
+        proposer = self.config.proposer
+        if proposer.name == "evolve":
             return "offline (evolve)"
-        if name == "openai":
-            where = self.config.get("base_url") or "api.openai.com"
-            return f"{self.config.get('model') or '?'} (OpenAI-compatible endpoint {where})"
-        return str(name) if name else "not recorded"
+        if proposer.name == "openai":
+            where = proposer.base_url or "api.openai.com"
+            return f"{proposer.model or '?'} (OpenAI-compatible endpoint {where})"
+        return proposer.name
 
 
 def metric_means(row: dict) -> dict:
     """A row's metrics averaged over its finished seeds: ``metrics["mean"]`` as
-    discovery.training.summarise stores it (a flat dict, as older archives hold, is taken as is)."""
-    m = row.get("metrics") or {}
-    if not isinstance(m, dict):
-        return {}
-    return m["mean"] if isinstance(m.get("mean"), dict) else {k: v for k, v in m.items() if k != "per_seed"}
+    discovery.training.summarise stores it ({} for a row not trained yet)."""
+    m = row.get("metrics")
+    mean = m.get("mean") if isinstance(m, dict) else None
+    return mean if isinstance(mean, dict) else {}
 
 
 def seeds_done(row: dict) -> int | None:
@@ -80,8 +79,19 @@ class CampaignError(ValueError):
     """DIR holds no readable campaign."""
 
 
-def read_campaign(directory: str | Path) -> Campaign:
-    """Open ``DIR/archive.sqlite`` (through discovery.archive) and return its rows."""
+def campaign_config(config: dict | CampaignConfig) -> CampaignConfig:
+    """The config an archive stores, as a :class:`~discovery.config.CampaignConfig` (nested, as a
+    campaign writes it, or the flat keys of earlier versions); :class:`CampaignError` if unreadable."""
+    if isinstance(config, CampaignConfig):
+        return config
+    try:
+        return CampaignConfig.from_dict(config or {}, warn=False)
+    except (ValueError, TypeError) as err:
+        raise CampaignError(f"the campaign's config cannot be read: {err}") from None
+
+
+def read_campaign(directory: str | Path) -> CampaignResults:
+    """Open ``DIR/archive.sqlite`` (through discovery.archive) and return its config and rows."""
     from discovery.archive import DB_NAME, Archive
 
     if not (Path(directory) / DB_NAME).is_file():
@@ -89,47 +99,18 @@ def read_campaign(directory: str | Path) -> Campaign:
     with Archive.open(directory) as archive:
         rows = archive.rows(order="id")
         config = archive.config or {}
-    return Campaign(dir=Path(directory), config=config, rows=rows)
+    return CampaignResults(dir=Path(directory), config=campaign_config(config), rows=rows)
 
 
-def find_key(config, keys):
-    """The first value under any of ``keys``, searching nested dicts breadth first."""
-    queue = [config]
-    while queue:
-        node = queue.pop(0)
-        if isinstance(node, dict):
-            for k in keys:
-                if node.get(k) is not None:
-                    return node[k]
-            queue.extend(v for v in node.values() if isinstance(v, dict))
-    return None
-
-
-def find_all(config, keys) -> list:
-    """Every value under any of ``keys``, at any depth (lists are flattened)."""
-    out = []
-    if isinstance(config, dict):
-        for k, v in config.items():
-            if k in keys and v is not None:
-                out.extend(v if isinstance(v, (list, tuple)) else [v])
-            elif isinstance(v, dict):
-                out.extend(find_all(v, keys))
-    return out
-
-
-def used_settings(config: dict) -> dict:
+def used_settings(config: dict | CampaignConfig) -> dict:
     """What the search trained on: task names, the overrides every run got, seeds and betas.
 
     ``{"tasks": [name, ...], "overrides": sorted (key, value) pairs, "seeds": set, "betas": set}``;
     an empty ``betas`` means the task's default beta was used.
     """
-    tasks = [t for t in find_all(config, TASK_KEYS) if isinstance(t, str)] or ["synthetic"]
-    overrides = find_key(config, OVERRIDE_KEYS) or {}
-    seeds = find_all(config, SEED_KEYS) or find_all(config, ("seed",)) or [0]
-    return {"tasks": list(dict.fromkeys(tasks)),
-            "overrides": tuple(sorted(overrides.items())) if isinstance(overrides, dict) else (),
-            "seeds": {int(s) for s in seeds if isinstance(s, (int, float))},
-            "betas": {float(b) for b in find_all(config, BETA_KEYS) if isinstance(b, (int, float))}}
+    training = campaign_config(config).training
+    return {"tasks": [training.task], "overrides": tuple(sorted(training.overrides.items())),
+            "seeds": set(training.seeds), "betas": set() if training.beta is None else {float(training.beta)}}
 
 
 def _finite(v) -> bool:

@@ -6,7 +6,7 @@ and each (objective, setting) gives one :class:`Run`. A run that failed, or that
 the metric, is a typed row with its reason: it is shown and counted, never averaged in, and the
 pairs it would have formed are left out of every interval (the table says how many pairs remain).
 
-:func:`summarize` turns runs into a :class:`Table`: per objective the mean metric with its standard
+:func:`summarise` turns runs into a :class:`Table`: per objective the mean metric with its standard
 error over settings, and for each baseline the paired difference (objective - baseline) with a 95%
 percentile bootstrap interval (:mod:`evaluation.stats`); the pairing used is named in every cell.
 """
@@ -205,27 +205,22 @@ def run_grid(objectives: dict[str, str], settings: Sequence[Setting], *, runner:
 
 
 def resolve_objectives(items: Sequence[str], *, baselines: Sequence[str] = BASELINES) -> dict[str, str]:
-    """{label: spec} for registry names and .py files; the baselines are added when missing.
+    """{label: spec} for registry names and .py files (:func:`objectives.resolve`); the baselines
+    are added when missing.
 
-    A file's label is its stem (made unique with a suffix); its spec is its source code, which the
-    runner screens and runs in its sandbox.
+    A built-in's label and spec are its name; a file's label is its stem (made unique with a
+    suffix) and its spec its source code, which the runner screens and runs in its sandbox.
     """
-    import objectives as objectives_pkg
+    from objectives import resolve
 
     out: dict[str, str] = {}
     for item in list(items) + [b for b in baselines if b not in items]:
-        path = Path(item)
-        if item.endswith(".py") or path.is_file():
-            if not path.is_file():
-                raise FileNotFoundError(f"no such objective file: {item}")
-            label, spec = path.stem, path.read_text()
-        else:
-            objectives_pkg.get(item)  # an unknown name raises with a "did you mean"
-            label, spec = item, item
+        candidate = resolve(Path(item) if Path(item).is_file() else item)
+        label = Path(candidate.path).stem if candidate.path else candidate.name
         base, i = label, 2
         while label in out:
             label, i = f"{base}-{i}", i + 1
-        out[label] = spec
+        out[label] = candidate.ref
     return out
 
 
@@ -308,7 +303,7 @@ def against_null(runs: Iterable[Run], metric: str, *, n_boot: int = 10_000, seed
                             n_boot=n_boot, seed=seed)
 
 
-def summarize(runs: Sequence[Run], metric: str, *, baselines: Sequence[str] = BASELINES,
+def summarise(runs: Sequence[Run], metric: str, *, baselines: Sequence[str] = BASELINES,
               n_boot: int = 10_000, seed: int = 0) -> Table:
     by_objective: dict[str, list[Run]] = {}
     for r in runs:

@@ -24,8 +24,8 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-from evaluation.campaign import Campaign, read_campaign, used_settings
-from evaluation.compare import BASELINES, Run, Setting, Table, jsonable, run_grid, summarize
+from evaluation.campaign import CampaignResults, read_campaign, used_settings
+from evaluation.compare import BASELINES, Run, Setting, Table, jsonable, run_grid, summarise
 from evaluation.settings import parse_task_variant
 from inner_loop.overrides import UserError
 
@@ -120,7 +120,7 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
                      seeds: Sequence[int] | None = None, betas: Sequence[float] | None = None,
                      metric: str | None = None, allow_used: bool = False, overrides: tuple = (),
                      runner=None, log: Callable[[str], None] | None = None, n_boot: int = 10_000,
-                     reader: Callable[[str | Path], Campaign] = read_campaign, **runner_kwargs) -> HeldoutResult:
+                     reader: Callable[[str | Path], CampaignResults] = read_campaign, **runner_kwargs) -> HeldoutResult:
     """Retrain the top ``top`` candidates and the baselines on held-out settings; write heldout.json."""
     campaign = reader(directory)
     best = campaign.top(top)
@@ -145,10 +145,10 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
 
     out = Path(directory)
     runs = run_grid(objectives, settings, runner=runner, out_dir=out / "heldout", log=log, **runner_kwargs)
-    table = summarize(runs, metric, baselines=BASELINES, n_boot=n_boot)
+    table = summarise(runs, metric, baselines=BASELINES, n_boot=n_boot)
     per_setting = {}
     for stratum in dict.fromkeys(s.stratum for s in settings):
-        per_setting[stratum] = summarize([r for r in runs if r.setting.stratum == stratum], metric,
+        per_setting[stratum] = summarise([r for r in runs if r.setting.stratum == stratum], metric,
                                          baselines=BASELINES, n_boot=n_boot)
     result = HeldoutResult(path=out / HELDOUT_JSON, metric=metric, candidates=candidates, used=used,
                            settings=settings, dropped=dropped, warnings=warnings, table=table,

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from discovery.text import shown
-from evaluation.campaign import Campaign, metric_means, read_campaign, seeds_done
+from evaluation.campaign import CampaignResults, metric_means, read_campaign, seeds_done
 from evaluation.frontier import FRONTIER_PNG, SWEEP_JSON
 from evaluation.heldout import HELDOUT_JSON
 from inner_loop.glossary import GLOSSARY, TRL_NOTE, define
@@ -106,20 +106,12 @@ def pm(mean, se, digits: int = 4) -> str:
     return num(mean, digits) + (f"&nbsp;±&nbsp;{num(se, digits)}" if isinstance(se, (int, float)) and math.isfinite(se) else "")
 
 
-def n_seeds(c: Campaign, row: dict) -> int | None:
-    """Seeds behind ``row``'s fitness: its finished seeds, or the campaign's seed count for older archives."""
-    n = seeds_done(row)
-    if n is None and row.get("status") == "done":
-        seeds = c.config.get("seeds")
-        n = len(seeds) if isinstance(seeds, (list, tuple)) else None
-    return n
-
-
-def interval_words(c: Campaign, row: dict) -> str:
+def interval_words(c: CampaignResults, row: dict) -> str:
     """What the ± after ``row``'s fitness is (discovery.seams.mean_metric's definition)."""
-    if c.config.get("fitness", "mean_metric") != "mean_metric":
-        return f"± the standard error that the fitness function {c.config['fitness']!r} reported"
-    n = n_seeds(c, row)
+    function = c.config.fitness.function
+    if function != "mean_metric":
+        return f"± the standard error that the fitness function {function!r} reported"
+    n = seeds_done(row)
     if n is None:
         return "± standard error (number of seeds not recorded)"
     if n > 1:
@@ -136,11 +128,20 @@ def _read_json(path: Path):
 
 # -- sections ------------------------------------------------------------------------------------
 
-def config_section(c: Campaign) -> str:
-    keys = ("task", "seeds", "beta", "metric", "fitness", "candidates", "overrides", "train_overrides", "isolation")
+def setting(config: dict, key: str):
+    """``config``'s value at the dotted ``key`` (``training.seeds``)."""
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def config_section(c: CampaignResults) -> str:
+    config = c.config.to_dict()
+    keys = ("training.task", "training.seeds", "training.beta", "fitness.metric", "fitness.function", "candidates",
+            "training.overrides", "training.isolation")
     # the proposer as a reader needs it: "model" is a field of every config, used only by "openai"
     rows = f"<tr><th>proposer</th><td>{esc(c.proposer)}</td></tr>" + "".join(
-        f"<tr><th>{esc(k)}</th><td><code>{esc(json.dumps(c.config[k]))}</code></td></tr>" for k in keys if k in c.config)
+        f"<tr><th>{esc(k)}</th><td><code>{esc(json.dumps(setting(config, k)))}</code></td></tr>" for k in keys)
     counts: dict[str, int] = {}
     for r in c.candidates():
         counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
@@ -149,13 +150,13 @@ def config_section(c: Campaign) -> str:
             f"{len(c.baselines())} baselines.</p>" + boxed(rows))
 
 
-def metric_columns(c: Campaign) -> list[str]:
+def metric_columns(c: CampaignResults) -> list[str]:
     """The per-seed metrics the leaderboard averages (the fitness metric is the fitness column)."""
     return [m for m in METRIC_COLUMNS if m != c.metric and any(
         isinstance(metric_means(r).get(m), (int, float)) for r in c.rows)]
 
 
-def leaderboard_section(c: Campaign) -> str:
+def leaderboard_section(c: CampaignResults) -> str:
     metric = c.metric
     cols = metric_columns(c)
     head = "".join(th(m, note="(mean over the row's finished seeds)") for m in cols)
@@ -163,7 +164,7 @@ def leaderboard_section(c: Campaign) -> str:
     for rank, r in enumerate(c.leaderboard(), 1):
         m = metric_means(r)
         base = r.get("kind") == "baseline"
-        n = n_seeds(c, r)
+        n = seeds_done(r)
         kinds.add("many" if (n or 0) > 1 else "one" if n == 1 else "?")
         cells = "".join(f'<td class="num">{num(m.get(k))}</td>' for k in cols)
         body.append(f'<tr class="{"baseline" if base else ""}"><td class="num">{rank}</td><td class="num">{r["id"]}</td>'
@@ -196,7 +197,7 @@ def leaderboard_section(c: Campaign) -> str:
     return "".join(out)
 
 
-def fitness_series(c: Campaign) -> dict:
+def fitness_series(c: CampaignResults) -> dict:
     """The plot's data: finished candidates as (archive id, fitness, se or None), failed ids, baselines."""
     done, failed = [], []
     for r in c.candidates():
@@ -211,7 +212,7 @@ def fitness_series(c: Campaign) -> dict:
     return {"done": done, "failed": failed, "baselines": baselines}
 
 
-def fitness_figure(c: Campaign):
+def fitness_figure(c: CampaignResults):
     """Fitness of every candidate against its archive row id (±1 se bars), the running best, and the
     baselines as lines; None when there are no candidates."""
     if not c.candidates():
@@ -247,7 +248,7 @@ def fitness_figure(c: Campaign):
     return fig
 
 
-def fitness_plot(c: Campaign) -> bytes | None:
+def fitness_plot(c: CampaignResults) -> bytes | None:
     fig = fitness_figure(c)
     if fig is None:
         return None
@@ -377,7 +378,7 @@ def symbolic_html(summary: dict) -> str:
     return "".join(parts)
 
 
-def candidate_card(c: Campaign, row: dict) -> str:
+def candidate_card(c: CampaignResults, row: dict) -> str:
     folder = c.folder(row)
     title = f"#{row['id']} {esc(row['name'])}"
     status = row.get("status")
@@ -417,7 +418,7 @@ def candidate_card(c: Campaign, row: dict) -> str:
     return "".join(out)
 
 
-def candidates_section(c: Campaign) -> str:
+def candidates_section(c: CampaignResults) -> str:
     ranked = [r for r in c.leaderboard()]
     rest = [r for r in c.rows if r not in ranked]
     cards = [candidate_card(c, r) for r in ranked + rest]
@@ -434,7 +435,7 @@ def glossary_section() -> str:
 
 # -- the page -----------------------------------------------------------------------------------
 
-def build_html(c: Campaign) -> str:
+def build_html(c: CampaignResults) -> str:
     fit = fitness_plot(c)
     fit_html = img_tag(fit, "fitness over the campaign") if fit else "<p class='note'>No candidates yet.</p>"
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -448,7 +449,7 @@ def build_html(c: Campaign) -> str:
 
 
 def write_report(directory: str | Path, out: str | Path | None = None,
-                 reader: Callable[[str | Path], Campaign] = read_campaign) -> Path:
+                 reader: Callable[[str | Path], CampaignResults] = read_campaign) -> Path:
     campaign = reader(directory)
     path = Path(out) if out else Path(directory) / REPORT_HTML
     path.parent.mkdir(parents=True, exist_ok=True)

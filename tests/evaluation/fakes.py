@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from discovery.archive import Archive
+from discovery.config import CampaignConfig
 
 # the "true" win rate of each objective; a seed adds the same offset to every objective
 QUALITY = {"dpo": 0.60, "ipo": 0.55, "lrml": 0.62, "good": 0.70, "meh": 0.58}
@@ -52,8 +53,18 @@ class FakeRunner:
         return FakeResult("done", None, metrics)
 
 
-CONFIG = {"task": "synthetic", "seeds": [0], "seed": 7, "beta": 0.1, "metric": "win_rate",
-          "overrides": {"max_steps": 20}}  # discovery.config.CampaignConfig field names
+# a campaign's config as the archive stores it (discovery.config.CampaignConfig.to_dict: nested)
+CONFIG = CampaignConfig.from_dict({"proposer": {"seed": 7}, "fitness": {"metric": "win_rate"},
+                                   "training": {"task": "synthetic", "seeds": [0], "beta": 0.1,
+                                                "overrides": {"max_steps": 20}}}).to_dict()
+# the same in the flat keys of earlier versions (an archive written before the config was nested)
+FLAT_CONFIG = {"task": "synthetic", "seeds": [0], "seed": 7, "beta": 0.1, "metric": "win_rate",
+               "overrides": {"max_steps": 20}}
+
+
+def config_with(changes: dict) -> dict:
+    """:data:`CONFIG` with ``changes`` (dotted keys: ``{"training.seeds": [0, 1, 2]}``)."""
+    return CampaignConfig.from_dict(CONFIG).with_changes(changes).to_dict()
 
 
 KL = {"dpo": 12.0, "ipo": 9.5, "lrml": 30.25, "good": 7.75, "meh": 14.0}
@@ -76,7 +87,7 @@ def make_campaign(directory, config=CONFIG):
     them (``metrics`` is discovery.training.summarise's shape, fitness and its se as mean_metric's)."""
     from discovery.training import summarise
 
-    seeds = list(config.get("seeds") or [0])
+    seeds = list(CampaignConfig.from_dict(config, warn=False).training.seeds)
 
     def finish(a, cid, name, fitness):
         results = seed_results(name, fitness, seeds)

@@ -7,7 +7,7 @@ import pytest
 from discovery.cli import main
 from evaluation import analysis_commands
 from evaluation.compare import (Run, Setting, difference, format_table, per_prompt, resolve_objectives,
-                                run_grid, summarize)
+                                run_grid, summarise)
 from evaluation.stats import Estimate
 from tests.evaluation.fakes import FakeRunner
 
@@ -30,7 +30,7 @@ def test_every_objective_runs_on_every_setting_with_the_setting_passed_through()
 def test_the_difference_to_a_baseline_is_paired_by_seed():
     # the fake gives good - dpo = 0.10 exactly on every seed, whatever the seed's offset
     runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1, 2, 3, 4]), runner=FakeRunner())
-    table = summarize(runs, "win_rate", baselines=("dpo",))
+    table = summarise(runs, "win_rate", baselines=("dpo",))
     good = next(r for r in table.rows if r.objective == "good")
     est = good.vs["dpo"]
     assert est.pairing == "setting" and est.n_units == 5
@@ -52,7 +52,7 @@ def test_per_prompt_outcomes_switch_to_prompt_pairing():
 def test_failures_are_typed_rows_and_never_averaged_in():
     runs = run_grid({"dpo": "dpo", "good": GOOD, "boom": BOOM, "raise": "def raise(rho, beta): ..."},
                     settings([0, 1, 2]), runner=FakeRunner(fail_seeds={2}))
-    table = summarize(runs, "win_rate", baselines=("dpo",))
+    table = summarise(runs, "win_rate", baselines=("dpo",))
     rows = {r.objective: r for r in table.rows}
     assert rows["boom"].n_done == 0 and rows["boom"].n_failed == 3
     assert rows["boom"].vs["dpo"] == "no setting where both finished"
@@ -69,7 +69,7 @@ def test_failures_are_typed_rows_and_never_averaged_in():
 def test_a_run_that_finished_without_the_metric_is_a_failure():
     s = Setting(seed=0)
     runs = [Run("dpo", s, "done", metrics={"win_rate": 0.5}), Run("x", s, "done", metrics={"kl": 1.0})]
-    row = next(r for r in summarize(runs, "win_rate", baselines=("dpo",)).rows if r.objective == "x")
+    row = next(r for r in summarise(runs, "win_rate", baselines=("dpo",)).rows if r.objective == "x")
     assert row.n_done == 0 and "without a finite 'win_rate'" in row.failures[0]["reason"]
 
 
@@ -132,11 +132,11 @@ def test_disco_compare_end_to_end_through_the_real_runner(tmp_path, capsys, monk
 def test_win_rate_is_also_compared_with_the_sft_model_at_one_half():
     """Each row carries win_rate - 0.5 with its interval; the table prints it as a column."""
     runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1, 2]), runner=FakeRunner(per_prompt=40))
-    table = summarize(runs, "win_rate", baselines=("dpo",), n_boot=500)
+    table = summarise(runs, "win_rate", baselines=("dpo",), n_boot=500)
     for row in table.rows:
         prompts = [per_prompt(r.metrics, "win_rate") for r in runs if r.objective == row.objective]
         assert row.vs_null is not None and row.vs_null.pairing == "prompt-within-setting"
         assert row.vs_null.mean == pytest.approx(sum(p.mean() for p in prompts) / len(prompts) - 0.5)
         assert row.vs_null.lo <= row.vs_null.mean <= row.vs_null.hi
     assert "- 0.5 (SFT) [95% CI]" in format_table(table)
-    assert summarize(runs, "kl", baselines=("dpo",), n_boot=200).rows[0].vs_null is None
+    assert summarise(runs, "kl", baselines=("dpo",), n_boot=200).rows[0].vs_null is None

@@ -8,13 +8,14 @@ from discovery.cli import main
 from evaluation import analysis_commands
 from evaluation.campaign import read_campaign, used_settings
 from evaluation.heldout import HeldoutError, evaluate_heldout, parse_task, plan_settings
-from tests.evaluation.fakes import CONFIG, FakeRunner, make_campaign
+from tests.evaluation.fakes import CONFIG, FLAT_CONFIG, FakeRunner, make_campaign
 
 USED = used_settings(CONFIG)
 
 
 def test_used_settings_read_from_the_campaign_config():
     assert USED == {"tasks": ["synthetic"], "overrides": (("max_steps", 20),), "seeds": {0}, "betas": {0.1}}
+    assert used_settings(FLAT_CONFIG) == USED   # an archive written before the config was nested
 
 
 def test_default_plan_is_three_new_seeds_with_the_search_budget():

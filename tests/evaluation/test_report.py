@@ -171,11 +171,11 @@ def test_the_fitness_interval_says_what_it_is_and_kl_and_reward_are_seed_means(t
     from discovery.archive import Archive
     from evaluation.campaign import read_campaign
     from evaluation.report import build_html
-    from tests.evaluation.fakes import CONFIG, KL
+    from tests.evaluation.fakes import KL, config_with
 
     one = write_report(make_campaign(tmp_path / "one")).read_text()
     assert "one seed: ± that seed&#x27;s within-seed evaluation SE (win_rate_se" in one
-    three = make_campaign(tmp_path / "three", {**CONFIG, "seeds": [0, 1, 2]})
+    three = make_campaign(tmp_path / "three", config_with({"training.seeds": [0, 1, 2]}))
     page = build_html(read_campaign(three))
     assert "mean ± standard error over 3 seeds" in page and "within-seed" not in page
     with Archive.open(three) as a:
@@ -196,9 +196,9 @@ def test_the_fitness_plot_is_by_archive_id_with_error_bars(tmp_path):
 
     from evaluation.campaign import read_campaign
     from evaluation.report import fitness_figure
-    from tests.evaluation.fakes import CONFIG
+    from tests.evaluation.fakes import config_with
 
-    c = read_campaign(make_campaign(tmp_path / "c", {**CONFIG, "seeds": [0, 1, 2]}))
+    c = read_campaign(make_campaign(tmp_path / "c", config_with({"training.seeds": [0, 1, 2]})))
     ids = {r["name"]: r["id"] for r in c.rows}
     fig = fitness_figure(c)
     ax = fig.axes[0]
@@ -213,13 +213,14 @@ def test_the_fitness_plot_is_by_archive_id_with_error_bars(tmp_path):
 
 
 def test_the_proposer_is_named_as_it_ran(tmp_path):
-    from tests.evaluation.fakes import CONFIG
+    from tests.evaluation.fakes import config_with
 
-    offline = write_report(make_campaign(tmp_path / "evolve", {**CONFIG, "proposer": "evolve",
-                                                                "model": "gpt-4o-mini"})).read_text()
+    offline = write_report(make_campaign(tmp_path / "evolve", config_with({"proposer.name": "evolve",
+                                                                           "proposer.model": "gpt-4o-mini"}))).read_text()
     assert "offline (evolve)" in offline and "gpt-4o-mini" not in offline
-    online = write_report(make_campaign(tmp_path / "openai", {**CONFIG, "proposer": "openai", "model": "qwen2.5-7b",
-                                                               "base_url": "http://localhost:8000/v1"})).read_text()
+    online = write_report(make_campaign(tmp_path / "openai", config_with({
+        "proposer.name": "openai", "proposer.model": "qwen2.5-7b",
+        "proposer.base_url": "http://localhost:8000/v1"}))).read_text()
     assert "qwen2.5-7b (OpenAI-compatible endpoint http://localhost:8000/v1)" in online
 
 
