@@ -8,8 +8,8 @@ runs when the returned function is called, in a namespace that holds ``torch``, 
 (torch.nn.functional), ``math`` and a short list of harmless builtins, with an ``__import__`` that
 only hands out the allow-listed modules.
 
-A restricted namespace is not a security boundary (see ../shared/SANDBOX.md and the threat model
-in :mod:`objectives.sandbox`): untrusted candidates are called only inside the sandbox process.
+A restricted namespace is not a security boundary (see the threat model in
+:mod:`objectives.sandbox`): untrusted candidates are called only inside the sandbox process.
 """
 
 from __future__ import annotations

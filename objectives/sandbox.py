@@ -42,8 +42,9 @@ runs, the child (as root, then not) sets up these layers; :func:`layers` and eve
   them, and handed back to root (0700) when it is gone. Without that layer the uid is 65534 for
   every job, which then can read each other's files and share one RLIMIT_NPROC.
 * ``clean-env``: the zygote is started (:func:`objectives.launcher.launch`) with a scrubbed
-  environment (so even /proc/self/environ holds no secret) and the child empties ``os.environ``; the parent's OPENAI_API_KEY never
-  reaches it. Unprivileged, it cannot read other processes' /proc/<pid>/environ either.
+  environment (so even /proc/self/environ holds no secret) and the child empties ``os.environ``;
+  the parent's OPENAI_API_KEY never reaches it. Unprivileged, it cannot read other processes'
+  /proc/<pid>/environ either.
 * ``seccomp`` (if the ``pyseccomp`` package and libseccomp are present) with ``no-new-privs``:
   sockets, exec, ptrace, mount, namespaces, kernel keyrings, bpf and module loading fail with EPERM.
 
