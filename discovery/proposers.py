@@ -5,9 +5,8 @@ default) and ``openai`` (any OpenAI-compatible endpoint, :mod:`discovery.llm`; t
 package is imported only when one is built, so the offline proposer never needs it). Tests inject
 their own fakes by passing a proposer object to :func:`discovery.campaign.run_campaign`.
 
-The interface itself (:class:`~discovery.proposal.Context`, ``Entry``, ``Proposal``, ``Proposer``,
-``ProposerError``) lives in :mod:`discovery.proposal`; it is re-exported here for the modules that
-still import it from this one.
+The interface itself (``Context``, ``Entry``, ``Proposal``, ``Proposer``, ``ProposerError``) lives
+in :mod:`discovery.proposal`, which the implementations import; nothing imports this module back.
 """
 
 from __future__ import annotations
@@ -16,13 +15,8 @@ from typing import Callable
 
 from discovery.evolve import EvolveProposer
 from discovery.llm import LLMProposer
-from discovery.proposal import (  # noqa: F401 - re-exports, see the docstring
-    Context, Entry, Proposal, Proposer, ProposerError, normalise_code,
-)
+from discovery.proposal import Proposer
 from objectives.registry import Registry
-
-__all__ = ["PROPOSERS", "make_proposer",
-           "Context", "Entry", "Proposal", "Proposer", "ProposerError", "normalise_code"]
 
 
 def _openai(config) -> Proposer:
