@@ -141,3 +141,39 @@ def test_prompt_stays_bounded_as_the_archive_grows(tmp_path):
         archive.close()
     assert sizes[500] < 30_000
     assert sizes[500] < 1.1 * sizes[10]
+
+
+def test_baselines_are_shown_as_objectives_baselines_writes_them():
+    import torch
+
+    import objectives
+    from discovery.llm import baseline_code
+    rho = torch.linspace(-50.0, 50.0, 101, dtype=torch.float64)
+    for name in ("dpo", "ipo", "hinge", "lrml", "robust", "exo_pair"):
+        shown = baseline_code(Entry(1, name, "baseline", "done", code="(archive copy)"))
+        assert shown.startswith(f"def {name}(rho, beta):") and "@" not in shown, shown
+        mine, theirs = objectives.load(shown), objectives.get(name)
+        assert torch.allclose(mine.of_rho(rho, 0.1), theirs.of_rho(rho, 0.1), atol=1e-9), name
+    assert baseline_code(Entry(1, "kto_pair", "baseline", "done")).startswith("def kto_pair(pc, pr, rc, rr, beta)")
+
+
+def test_retry_delay_honours_the_server_within_the_cap():
+    from discovery.openai_client import Endpoint, retry_delay
+    ep = Endpoint(None, "m", retry_base_delay=1.0, retry_max_delay=10.0)
+    assert [retry_delay(ep, a) for a in range(5)] == [1.0, 2.0, 4.0, 8.0, 10.0]
+    assert retry_delay(ep, 0, {"retry-after": "3"}) == 3.0
+    assert retry_delay(ep, 0, {"retry-after-ms": "250", "retry-after": "3"}) == 0.25
+    assert retry_delay(ep, 0, {"retry-after": "3600"}) == 10.0
+    assert retry_delay(ep, 2, {"retry-after": "soon"}) == 4.0
+    assert 0.0 <= retry_delay(ep, 0, {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) <= 10.0
+
+
+def test_the_judge_shares_the_key_policy(monkeypatch):
+    from evaluation.judge import JudgeError, OpenAIJudge
+    monkeypatch.delenv("DISCO_TEST_KEY")
+    with pytest.raises(JudgeError, match="DISCO_TEST_KEY") as info:
+        OpenAIJudge("https://api.example.com/v1", "judge", api_key_env="DISCO_TEST_KEY")
+    assert info.value.kind == "key"
+    with pytest.raises(ProposerError, match="DISCO_TEST_KEY"):
+        LLMProposer(model="m", base_url="https://api.example.com/v1", api_key_env="DISCO_TEST_KEY")
+    OpenAIJudge("http://localhost:8000/v1", "judge", api_key_env="DISCO_TEST_KEY")  # local: no key needed
