@@ -36,7 +36,7 @@ from functools import cached_property
 from pathlib import Path
 
 from inner_loop import recipes
-from inner_loop.tasks import Task
+from inner_loop.task import Task
 
 MODEL_SUBDIR = "model"
 _BUILT: dict[str, "RecipeTask"] = {}  # resolved recipe -> task: tokenise the pairs once per process
@@ -45,15 +45,16 @@ _BUILT: dict[str, "RecipeTask"] = {}  # resolved recipe -> task: tokenise the pa
 class RecipeTask(Task):
     """Recipe ``config`` as a task; the tokenizer and the pairs are built on first use."""
 
+    keeps_policy = True  # score() saves the model folder: the runner writes no policy.safetensors
+
     def __init__(self, config: recipes.Recipe):
         self.config = config
         self.name = f"recipe:{config.name}"
-        self.beta = config.beta
+        self.default_beta = config.beta
+        self.train_defaults = recipes.train_defaults(config)
         self.max_completion_len = config.max_length
         digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()
         self.path = Path(tempfile.gettempdir()) / f"disco-recipe-{digest[:16]}"  # a key, never written
-        train = dataclasses.asdict(config.train_config())
-        self.train_defaults = {k: v for k, v in train.items() if k not in ("beta", "seed")}
 
     @cached_property
     def tokenizer(self):
@@ -83,13 +84,11 @@ class RecipeTask(Task):
         dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float32
         return AutoModelForCausalLM.from_pretrained(self.config.model, dtype=dtype)
 
-    def gold_reward(self, completions):
-        raise NotImplementedError("a recipe task has no gold reward: score its saved model with a judge "
-                                  "(evaluation.fitness: mt_bench, alpaca_eval)")
-
-    def evaluate(self, policy, *, seed: int, out_dir: str | None, losses: list[float]) -> dict:
-        """Keep the policy (the runner calls this instead of the gold-reward metrics): save it with
-        the tokenizer to ``out_dir/model`` (a fresh temporary folder without ``out_dir``)."""
+    def score(self, policy, *, seed: int, out_dir: str | None, losses: list[float], **eval_kwargs) -> dict:
+        """Keep the policy (a recipe has no gold reward: a judge scores the kept model later,
+        evaluation.fitness' mt_bench / alpaca_eval): save it with the tokenizer to ``out_dir/model``
+        (a fresh temporary folder without ``out_dir``); the metrics are its folder and a summary of
+        the training loss."""
         folder = Path(out_dir) / MODEL_SUBDIR if out_dir else Path(tempfile.mkdtemp(prefix="disco-policy-"))
         policy.config.use_cache = True  # gradient checkpointing turns it off; generation wants it
         policy.save_pretrained(str(folder))

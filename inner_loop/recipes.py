@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from inner_loop.train_config import TrainConfig
+
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
 
@@ -61,11 +63,24 @@ class Recipe:
     max_steps: int = -1
     accelerate_config: str | None = None
 
-    def train_config(self, **overrides):
-        from inner_loop.trainer import TrainConfig
+    def train_config(self, **overrides) -> TrainConfig:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         values = {k: v for k, v in dataclasses.asdict(self).items() if k in fields}
         return TrainConfig(**{**values, **overrides})
+
+
+RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(Recipe))
+
+
+def task_fields(overrides: dict) -> dict:
+    """The ``overrides`` that are recipe fields (a run's other keys are not the recipe's)."""
+    return {k: v for k, v in overrides.items() if k in RECIPE_FIELDS}
+
+
+def train_defaults(recipe: Recipe) -> dict:
+    """The recipe's training hyper-parameters as TrainConfig fields (beta and seed aside: the run's)."""
+    train = dataclasses.asdict(recipe.train_config())
+    return {k: v for k, v in train.items() if k not in ("beta", "seed")}
 
 
 def recipe_names() -> list[str]:

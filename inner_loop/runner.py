@@ -77,42 +77,17 @@ from typing import Any
 
 from inner_loop.job_output import (WEIGHTS, Deadline, Rejected, keep_job_log, load_policy, read_job_file,
                                    save_policy)
+from inner_loop.train_config import RUNNER_OPTIONS, TrainConfig, TrainResult, split_overrides  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 ISOLATIONS = ("auto", "none", "process", "sandbox")
-RUNNER_OPTIONS = ("memory_mb", "eval_kwargs", "score_timeout")  # overrides that configure the runner itself
 JOB = "inner_loop.trainer:train_job"
 JOB_RESULT = "job.json"  # as inner_loop.trainer writes it
 MAX_RESULT_BYTES = 64 * 2**20  # job.json (a loss log of up to a million floats)
 MAX_OUTPUT_BYTES = 16 * 2**30  # RLIMIT_FSIZE of an isolated job
 JOB_SLACK_MB = 32     # the sandboxed job folder's quota on top of twice the weights (job.json, trainer/)
 REPO = Path(__file__).resolve().parent.parent
-# Training defaults per task (a task may also carry ``train_defaults``). Synthetic: one epoch over
-# the 2000 pairs in 32 steps of 64; one intra-op thread, since the model's ops are too small to gain
-# from more and, on a shared 2-core machine, two spinning OpenMP threads made a step 8x slower.
-TASK_TRAIN_DEFAULTS = {"synthetic": {"learning_rate": 1e-3, "batch_size": 64, "num_epochs": 1.0, "threads": 1}}
-
-
-@dataclasses.dataclass
-class TrainResult:
-    """One candidate's outcome. ``status`` is "done" or "failed"; a failure has a ``reason``."""
-
-    status: str
-    reason: str | None = None
-    metrics: dict | None = None          # reward, reward_se, kl, win_rate, ... (trusted parent)
-    losses: list[float] = dataclasses.field(default_factory=list)  # per optimizer step (job's log)
-    steps: int = 0                       # optimizer steps completed
-    seconds: dict = dataclasses.field(default_factory=dict)  # train, eval, total
-    config: dict = dataclasses.field(default_factory=dict)   # resolved: reproduces the run
-    step: int | None = None              # the step a failure happened at, when known
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "done"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def _failed(reason: str, **kw) -> TrainResult:
@@ -150,8 +125,8 @@ def job_inputs(task_obj) -> Path:
 def _training_columns(pairs):
     """Only the columns the job's trainer reads (an allow-list): token ids, reference log-probs,
     and the text only where there are no token ids. Gold rewards and the like stay with the parent."""
-    from inner_loop.trainer import REF_COLUMNS, TASK_COLUMN_NAMES, TOKEN_COLUMNS
-    tokens = [c for c in (*TOKEN_COLUMNS, *TASK_COLUMN_NAMES) if c in pairs.column_names]
+    from inner_loop.trainer import REF_COLUMNS, TOKEN_COLUMNS
+    tokens = [c for c in TOKEN_COLUMNS if c in pairs.column_names]
     keep = tokens + [c for c in REF_COLUMNS if c in pairs.column_names]
     if not tokens:
         keep += [c for c in ("prompt", "chosen", "rejected") if c in pairs.column_names]
@@ -291,16 +266,13 @@ def _non_finite(metrics: dict) -> list[str]:
 
 
 def _score(policy, task_obj, *, seed: int, out_dir: str | None, losses: list[float], eval_kwargs: dict,
-           threads: int | None, deadline: Deadline, trusted: bool) -> dict:
+           deadline: Deadline, trusted: bool) -> dict:
     """The policy's metrics, under ``deadline``; raises :class:`Rejected` for a non-finite metric, a
     timeout, or (``trusted=False``: the weights came from a job) any error while scoring."""
     try:
         with deadline.watch(policy):
             deadline.check()
-            if hasattr(task_obj, "evaluate"):  # a task with its own metrics (recipe tasks keep the model)
-                metrics = task_obj.evaluate(policy, seed=seed, out_dir=out_dir, losses=losses)
-            else:
-                metrics = _evaluate(policy, task_obj, seed, eval_kwargs, threads)
+            metrics = task_obj.score(policy, seed=seed, out_dir=out_dir, losses=losses, **eval_kwargs)
     except Rejected:
         raise
     except Exception as err:  # noqa: BLE001
@@ -314,17 +286,6 @@ def _score(policy, task_obj, *, seed: int, out_dir: str | None, losses: list[flo
 
 
 # -- the entry point ------------------------------------------------------------------------------
-
-def split_overrides(overrides: dict) -> tuple[dict, dict, dict]:
-    """(training overrides, task overrides, runner options): TrainConfig fields train, runner
-    options configure the runner, everything else goes to the task's builder."""
-    from inner_loop.trainer import TrainConfig
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"beta", "seed"}
-    train = {k: v for k, v in overrides.items() if k in fields}
-    runner = {k: v for k, v in overrides.items() if k in RUNNER_OPTIONS}
-    task = {k: v for k, v in overrides.items() if k not in fields and k not in RUNNER_OPTIONS}
-    return train, task, runner
-
 
 def _read_objective(objective: str) -> tuple[str, bool]:
     """(source or name, is_registry_name); a path is read here (the sandbox may not see it)."""
@@ -351,7 +312,6 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
     from dataclasses import asdict
 
     from inner_loop.tasks import get_task
-    from inner_loop.trainer import TrainConfig
 
     start = time.perf_counter()
     if isolation not in ISOLATIONS:
@@ -367,9 +327,8 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         if mode == "process":
             log.warning("objectives.sandbox is not available: running candidate code in a plain child process")
     task_obj = get_task(task, progress=progress, **task_over)
-    defaults = {**TASK_TRAIN_DEFAULTS.get(task, {}), **(getattr(task_obj, "train_defaults", None) or {})}
-    train_cfg = TrainConfig(**{**defaults, **train_over, "beta": task_obj.beta if beta is None else beta,
-                               "seed": seed})
+    train_cfg = TrainConfig(**{**task_obj.train_defaults, **train_over,
+                               "beta": task_obj.default_beta if beta is None else beta, "seed": seed})
     task_config = getattr(task_obj, "config", None)
     config = {"objective": objective if is_name else "<source>", "objective_source": None if is_name else code,
               "task": task, "task_overrides": task_over,
@@ -410,7 +369,7 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         t = time.perf_counter()
         try:
             metrics = _score(policy, task_obj, seed=seed, out_dir=out_dir, losses=losses,
-                             eval_kwargs=runner_opts.get("eval_kwargs") or {}, threads=train_cfg.threads,
+                             eval_kwargs=runner_opts.get("eval_kwargs") or {},
                              deadline=deadline or Deadline(score_timeout), trusted=(mode == "none"))
         except Rejected as err:
             outcome = {**outcome, "status": "failed", "reason": str(err)}
@@ -423,7 +382,7 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
-        if result.ok and policy is not None and not hasattr(task_obj, "evaluate"):  # recipes keep theirs
+        if result.ok and policy is not None and not task_obj.keeps_policy:
             save_policy(policy, Path(out_dir) / WEIGHTS)
         _log_summary(Path(out_dir) / "train.log", result)
     return result
@@ -453,25 +412,6 @@ def _train_here(code: str, task_obj, train_cfg, timeout: float, progress: bool):
                           progress=progress, time_limit=timeout)
     return ({"status": out.status, "reason": out.reason, "step": out.step, "losses": out.losses,
              "steps": out.steps, "train_seconds": out.seconds}, model if out.status == "done" else None)
-
-
-def _evaluate(policy, task_obj, seed: int, eval_kwargs: dict, threads: int | None) -> dict:
-    import inspect
-
-    import torch
-
-    from inner_loop.metrics import evaluate_policy
-    kwargs = dict(eval_kwargs)
-    if "seed" in inspect.signature(evaluate_policy).parameters:
-        kwargs.setdefault("seed", seed)
-    policy.eval()
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return evaluate_policy(policy, task_obj, **kwargs)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _child_main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""How the synthetic task is built (called by :func:`inner_loop.synthetic.build` into a temp dir).
+"""How the synthetic task is built (called by :func:`inner_loop.synthetic.build` into a temp dir;
+it imports the task's language from :mod:`inner_loop.synthetic_language`, never the task module).
 
 Straight-line: tokenizer -> SFT corpus -> tiny GPT-2 trained from scratch -> prompts ->
 preference pairs sampled from the SFT model -> reference log-probs -> Bradley-Terry labels.
@@ -18,8 +19,8 @@ from pathlib import Path
 import torch
 
 from inner_loop import sampling
-from inner_loop.synthetic import (BOS, BUILD_VERSION, EOS, PAD, UNK, SyntheticConfig, log, prompt_words,
-                                  review, reward_tables, sentiment_score, vocabulary)
+from inner_loop.synthetic_language import (BOS, BUILD_VERSION, EOS, PAD, UNK, SyntheticConfig, log,
+                                           prompt_words, review, reward_tables, sentiment_score, vocabulary)
 
 
 def make_tokenizer(vocab: list[str]):

@@ -1,10 +1,11 @@
-"""Inner-loop tasks: what a candidate objective is trained and scored on.
+"""The registry of inner-loop tasks: what a candidate objective is trained and scored on.
 
-A task supplies a tokenizer, an SFT checkpoint (the reference policy), pre-tokenised preference
-pairs with reference log-probs, held-out prompts and a gold reward. ``TASKS`` maps a task name
-to a builder ``(cache_dir=None, progress=True, **overrides) -> Task``; ``get_task`` calls it.
-Tasks: ``synthetic`` (the embedded sentiment task, scored by its gold reward) and
-``recipe:<name>`` per paper recipe (a chat model trained and kept for an LLM judge).
+``TASKS`` maps a task name to a builder ``(cache_dir=None, progress=True, **overrides) -> Task``
+(:class:`inner_loop.task.Task`) whose ``defaults(task_overrides) -> TaskDefaults`` attribute reads
+the task's defaults; :func:`get_task` calls the builder. :func:`task_defaults` reads a task's
+default beta and training defaults without building it (no model, no SFT training). Tasks:
+``synthetic`` (the embedded sentiment task, scored by its gold reward) and ``recipe:<name>`` per
+paper recipe (a chat model trained and kept for an LLM judge).
 
 Builders are registered as thin functions that import their module on first use, so importing
 this module (to list tasks, or to parse a command line) costs no torch or transformers import.
@@ -12,37 +13,22 @@ this module (to list tasks, or to parse a command line) costs no torch or transf
 
 from __future__ import annotations
 
-import abc
+import dataclasses
 from typing import Callable
 
-import torch
-
+from inner_loop.task import Task
 from objectives.registry import Registry
-
-
-class Task(abc.ABC):
-    """What the trainer and :func:`inner_loop.metrics.evaluate_policy` need from a task.
-
-    Attributes every task sets: ``name``, ``config`` (a frozen dataclass), ``path`` (its cache
-    directory), ``tokenizer`` (a transformers tokenizer with pad/eos/bos), ``sft_path``,
-    ``train_pairs`` (a ``datasets.Dataset``, columns documented by the task), ``heldout_prompts``
-    (list of token-id lists, disjoint from the training prompts), ``beta`` (the task's default).
-    """
-
-    name: str
-    max_completion_len: int
-
-    @abc.abstractmethod
-    def load_sft(self):
-        """A fresh copy of the SFT model (float32); the reference policy and the policy's start."""
-
-    @abc.abstractmethod
-    def gold_reward(self, completions) -> torch.Tensor:
-        """Gold reward of each completion (token ids, completion only), float32 [N]."""
-
 
 TaskBuilder = Callable[..., Task]
 TASKS: Registry[TaskBuilder] = Registry("task")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskDefaults:
+    """A task's ``default_beta`` and ``train_defaults``, as :func:`task_defaults` reads them."""
+
+    beta: float
+    train: dict
 
 
 def _synthetic(cache_dir=None, progress: bool = True, **overrides) -> Task:
@@ -52,6 +38,15 @@ def _synthetic(cache_dir=None, progress: bool = True, **overrides) -> Task:
                            progress=progress)
 
 
+def _synthetic_defaults(overrides: dict) -> TaskDefaults:
+    from inner_loop.synthetic_language import TRAIN_DEFAULTS, SyntheticConfig
+
+    fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
+    config = SyntheticConfig.with_overrides(**{k: v for k, v in overrides.items() if k in fields})
+    return TaskDefaults(beta=config.beta, train=dict(TRAIN_DEFAULTS))
+
+
+_synthetic.defaults = _synthetic_defaults
 TASKS.register("synthetic", _synthetic)
 
 
@@ -60,7 +55,15 @@ def _recipe_builder(recipe: str) -> TaskBuilder:
         from inner_loop import recipe_task
 
         return recipe_task.build(recipe, cache_dir=cache_dir, progress=progress, **overrides)
+    build.defaults = lambda overrides: _recipe_defaults(recipe, overrides)
     return build
+
+
+def _recipe_defaults(recipe: str, overrides: dict) -> TaskDefaults:
+    from inner_loop import recipes
+
+    config = recipes.load_recipe(recipe, **recipes.task_fields(overrides))
+    return TaskDefaults(beta=config.beta, train=recipes.train_defaults(config))
 
 
 def _register_recipes() -> None:
@@ -79,3 +82,14 @@ def get_task(name: str, **overrides) -> Task:
     """Build (or load from cache) task ``name``; ``overrides`` go to its builder (config fields,
     ``cache_dir``, ``progress``). An unknown name raises with a "did you mean"."""
     return TASKS.get(name)(**overrides)
+
+
+def task_defaults(name: str, overrides: dict | None = None) -> TaskDefaults:
+    """Task ``name``'s default beta and training defaults, with ``overrides`` of the task's own
+    fields applied (a run's other keys, training and runner options, are ignored), without building
+    the task. An unknown name raises with a "did you mean"; a bad task field as the builder would."""
+    from inner_loop.train_config import split_overrides
+
+    builder = TASKS.get(name)  # the registry's "did you mean"
+    _, task_overrides, _ = split_overrides(dict(overrides or {}))
+    return builder.defaults(task_overrides)

@@ -82,17 +82,13 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import DPOConfig, DPOTrainer
 
+from inner_loop.train_config import (  # noqa: F401 - the run's data, re-exported beside the trainer
+    CHECKPOINTING_MIN_PARAMS, DIRECT_MAX_VOCAB, LOGPROB_PATHS, TrainConfig, TrainResult, device_defaults)
 from objectives.base import Objective
 
 TRL_RANGE = (Version("1.16.0"), Version("1.17.0"))  # the internals below were read in this range
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
-# the synthetic task's names for the same columns
-TASK_COLUMN_NAMES = {"prompt_input_ids": "prompt_ids", "chosen_input_ids": "chosen_ids",
-                     "rejected_input_ids": "rejected_ids"}
-CHECKPOINTING_MIN_PARAMS = 1_000_000_000
-DIRECT_MAX_VOCAB = 65_536  # "auto" log-probs: full logits up to this vocabulary, TRL's fused head above
-LOGPROB_PATHS = ("auto", "direct", "fused")
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")  # TRL's names, which every task writes
 
 log = logging.getLogger(__name__)
 
@@ -112,50 +108,6 @@ class ObjectiveFault(RuntimeError):
     def __init__(self, step: int, reason: str):
         self.step = step
         super().__init__(f"{reason} at step {step}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (what DPOConfig needs, and nothing campaign-specific)."""
-
-    beta: float = 0.1                   # KL strength handed to the objective
-    learning_rate: float = 1e-5
-    max_steps: int = -1                 # optimizer steps; -1: run num_epochs
-    num_epochs: float = 1.0
-    batch_size: int = 8                 # pairs per device per micro-batch
-    grad_accum: int = 1
-    lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int | None = None       # prompt + completion tokens (TRL truncates keep_start)
-    precision: str = "auto"             # auto | fp32 | bf16
-    gradient_checkpointing: bool | None = None  # None: per device and model size
-    seed: int = 0
-    logging_steps: int = 10
-    threads: int | None = None          # torch intra-op threads for the run (None: leave as is)
-    logprobs: str = "auto"              # auto | direct (own forward) | fused (TRL's chunked LM head)
-
-    def resolved(self, model) -> "TrainConfig":
-        if self.logprobs not in LOGPROB_PATHS:
-            raise ValueError(f"logprobs must be one of {', '.join(LOGPROB_PATHS)}, not {self.logprobs!r}")
-        precision, checkpointing = device_defaults(model)
-        vocab = getattr(getattr(model, "config", None), "vocab_size", None) or DIRECT_MAX_VOCAB + 1
-        return dataclasses.replace(
-            self, precision=precision if self.precision == "auto" else self.precision,
-            gradient_checkpointing=(checkpointing if self.gradient_checkpointing is None
-                                    else self.gradient_checkpointing),
-            logprobs=(self.logprobs if self.logprobs != "auto"
-                      else "direct" if vocab <= DIRECT_MAX_VOCAB else "fused"))
-
-
-def device_defaults(model) -> tuple[str, bool]:
-    """(precision, gradient checkpointing) for the device the run will use."""
-    if not torch.cuda.is_available():
-        return "fp32", False
-    bf16 = torch.cuda.is_bf16_supported()
-    big = sum(p.numel() for p in model.parameters()) >= CHECKPOINTING_MIN_PARAMS
-    return ("bf16" if bf16 else "fp32"), big
 
 
 @dataclasses.dataclass
@@ -390,12 +342,6 @@ def dpo_config(config: TrainConfig, output_dir: str, *, progress: bool = False, 
         **extra)
 
 
-def as_trl_columns(dataset: Dataset) -> Dataset:
-    """Rename the synthetic task's ``*_input_ids`` columns to TRL's names (no copy of the data)."""
-    renames = {a: b for a, b in TASK_COLUMN_NAMES.items() if a in dataset.column_names}
-    return dataset.rename_columns(renames) if renames else dataset
-
-
 def check_trl_version() -> None:
     v = Version(trl.__version__)
     if not TRL_RANGE[0] <= v < TRL_RANGE[1]:
@@ -418,7 +364,6 @@ def train_objective(model, tokenizer, dataset: Dataset, objective: Objective, co
     between steps): those come back as ``status="failed"`` with a reason."""
     check_trl_version()
     config = config.resolved(model)
-    dataset = as_trl_columns(dataset)
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)

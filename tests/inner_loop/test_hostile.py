@@ -216,7 +216,7 @@ def test_finite_but_absurd_weights_fail_on_the_non_finite_metric(task, tmp_path)
     deadline = job_output.Deadline(120)
     policy = job_output.load_policy(task, tmp_path, deadline)  # finite: loads
     with pytest.raises(job_output.Rejected, match=r"non-finite metrics: .*\bkl=nan"):
-        runner._score(policy, task, seed=0, out_dir=None, losses=[], eval_kwargs={}, threads=1,
+        runner._score(policy, task, seed=0, out_dir=None, losses=[], eval_kwargs={},
                       deadline=deadline, trusted=False)
 
 
@@ -225,7 +225,7 @@ def test_scoring_stops_at_its_deadline(task):
     policy.transformer.h[0].register_forward_pre_hook(lambda *_: time.sleep(0.05))  # ~10 s of scoring
     start = time.monotonic()
     with pytest.raises(job_output.ScoringTimeout, match="timeout"):
-        runner._score(policy, task, seed=0, out_dir=None, losses=[], eval_kwargs={}, threads=1,
+        runner._score(policy, task, seed=0, out_dir=None, losses=[], eval_kwargs={},
                       deadline=job_output.Deadline(0.3), trusted=False)
     assert time.monotonic() - start < 2.0
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from inner_loop.runner import run_candidate
-from inner_loop.tasks import TASKS, get_task
+from inner_loop.tasks import TASKS, get_task, task_defaults
 from tests.inner_loop.test_recipes import make_tiny_gemma
 
 DPO_SOURCE = "def f(rho, beta):\n    return -F.logsigmoid(beta * rho)\n"
@@ -36,8 +36,11 @@ def _moved(model_dir, start_dir) -> list[str]:
 def test_every_recipe_is_a_task_and_its_beta_needs_no_model():
     assert {"recipe:zephyr-gemma", "recipe:gemma-2b"} <= set(TASKS)
     task = get_task("recipe:zephyr-gemma", model="/nowhere", dataset="/nowhere.jsonl")
-    assert task.beta == 0.05 and task.train_defaults["learning_rate"] == 5e-7
+    assert task.default_beta == 0.05 and task.train_defaults["learning_rate"] == 5e-7
     assert "seed" not in task.train_defaults
+    defaults = task_defaults("recipe:zephyr-gemma", {"model": "/nowhere", "learning_rate": 1.0})
+    assert (defaults.beta, defaults.train) == (task.default_beta, task.train_defaults)
+    assert task_defaults("recipe:zephyr-gemma", {"beta": 0.2}).beta == 0.2
     with pytest.raises(KeyError, match="did you mean"):
         get_task("recipe:zephyr-gema")
     with pytest.raises(TypeError, match="unknown recipe field"):

@@ -184,7 +184,15 @@ def test_task_registry_builds_synthetic_with_overrides(tiny_synthetic_task, tiny
     with pytest.raises(KeyError, match="did you mean 'synthetic'"):
         tasks.get_task("synthetc")
     assert json.loads((task.path / "config.json").read_text())["n_train_pairs"] == 300
-    assert math.isclose(task.beta, 0.1)
+    assert math.isclose(task.default_beta, 0.1)
+
+
+def test_task_defaults_need_no_build():
+    d = tasks.task_defaults("synthetic", {"beta": 0.3, "max_steps": 2, "memory_mb": 100, "cache_dir": "/nowhere"})
+    assert d.beta == 0.3 and d.train == {"learning_rate": 1e-3, "batch_size": 64, "num_epochs": 1.0, "threads": 1}
+    assert tasks.task_defaults("synthetic").beta == 0.1
+    with pytest.raises(KeyError, match="did you mean 'synthetic'"):
+        tasks.task_defaults("synthetc")
 
 
 def test_data_seed_is_a_task_field_apart_from_the_training_seed(tmp_path):

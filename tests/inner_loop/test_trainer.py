@@ -108,11 +108,9 @@ def test_auto_logprobs_is_direct_for_small_vocabularies_and_fused_for_large_ones
         quick_config(logprobs="fast").resolved(small)
 
 
-def test_task_column_names_are_accepted():
+def test_extra_text_columns_are_dropped_not_tokenised():
     model = tiny_model()
-    data = token_pairs(model).rename_columns({"prompt_ids": "prompt_input_ids",
-                                              "chosen_ids": "chosen_input_ids",
-                                              "rejected_ids": "rejected_input_ids"})
+    data = token_pairs(model)
     data = data.add_column("prompt", ["x"] * len(data))  # extra text columns are dropped, not tokenised
     out = T.train_objective(model, tiny_tokenizer(), data, objectives.load("dpo"), quick_config(max_steps=2))
     assert out.status == "done" and out.steps == 2

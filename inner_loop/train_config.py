@@ -1,0 +1,94 @@
+"""What one training run takes and gives: :class:`TrainConfig` in, :class:`TrainResult` out.
+
+Plain data beside the trainer (:mod:`inner_loop.trainer`, which imports TRL): the runner, the
+tasks, the recipes and the commands read these without importing a training library.
+:func:`split_overrides` says where each of a run's overrides goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+CHECKPOINTING_MIN_PARAMS = 1_000_000_000
+DIRECT_MAX_VOCAB = 65_536  # "auto" log-probs: full logits up to this vocabulary, TRL's fused head above
+LOGPROB_PATHS = ("auto", "direct", "fused")
+RUNNER_OPTIONS = ("memory_mb", "eval_kwargs", "score_timeout")  # overrides that configure the runner itself
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (what DPOConfig needs, and nothing campaign-specific)."""
+
+    beta: float = 0.1                   # KL strength handed to the objective
+    learning_rate: float = 1e-5
+    max_steps: int = -1                 # optimizer steps; -1: run num_epochs
+    num_epochs: float = 1.0
+    batch_size: int = 8                 # pairs per device per micro-batch
+    grad_accum: int = 1
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int | None = None       # prompt + completion tokens (TRL truncates keep_start)
+    precision: str = "auto"             # auto | fp32 | bf16
+    gradient_checkpointing: bool | None = None  # None: per device and model size
+    seed: int = 0
+    logging_steps: int = 10
+    threads: int | None = None          # torch intra-op threads for the run (None: leave as is)
+    logprobs: str = "auto"              # auto | direct (own forward) | fused (TRL's chunked LM head)
+
+    def resolved(self, model) -> "TrainConfig":
+        if self.logprobs not in LOGPROB_PATHS:
+            raise ValueError(f"logprobs must be one of {', '.join(LOGPROB_PATHS)}, not {self.logprobs!r}")
+        precision, checkpointing = device_defaults(model)
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None) or DIRECT_MAX_VOCAB + 1
+        return dataclasses.replace(
+            self, precision=precision if self.precision == "auto" else self.precision,
+            gradient_checkpointing=(checkpointing if self.gradient_checkpointing is None
+                                    else self.gradient_checkpointing),
+            logprobs=(self.logprobs if self.logprobs != "auto"
+                      else "direct" if vocab <= DIRECT_MAX_VOCAB else "fused"))
+
+
+# the fields a run's overrides may set for training (beta and seed are run_candidate's own arguments)
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"beta", "seed"}
+
+
+def device_defaults(model) -> tuple[str, bool]:
+    """(precision, gradient checkpointing) for the device the run will use."""
+    import torch
+    if not torch.cuda.is_available():
+        return "fp32", False
+    bf16 = torch.cuda.is_bf16_supported()
+    big = sum(p.numel() for p in model.parameters()) >= CHECKPOINTING_MIN_PARAMS
+    return ("bf16" if bf16 else "fp32"), big
+
+
+def split_overrides(overrides: dict) -> tuple[dict, dict, dict]:
+    """(training overrides, task overrides, runner options): TrainConfig fields train, runner
+    options configure the runner, everything else goes to the task's builder."""
+    train = {k: v for k, v in overrides.items() if k in TRAIN_FIELDS}
+    runner = {k: v for k, v in overrides.items() if k in RUNNER_OPTIONS}
+    task = {k: v for k, v in overrides.items() if k not in TRAIN_FIELDS and k not in RUNNER_OPTIONS}
+    return train, task, runner
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """One candidate's outcome. ``status`` is "done" or "failed"; a failure has a ``reason``."""
+
+    status: str
+    reason: str | None = None
+    metrics: dict | None = None          # the task's score (reward, kl, win_rate, ... ; or model_dir)
+    losses: list[float] = dataclasses.field(default_factory=list)  # per optimizer step (job's log)
+    steps: int = 0                       # optimizer steps completed
+    seconds: dict = dataclasses.field(default_factory=dict)  # train, eval, total
+    config: dict = dataclasses.field(default_factory=dict)   # resolved: reproduces the run
+    step: int | None = None              # the step a failure happened at, when known
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
