@@ -11,7 +11,7 @@
 Every step reads its inputs from the archive and writes its outcome back in one transaction, so
 ``disco resume`` after a crash (``kill -9`` included) picks up exactly where the database says:
 ``proposed`` rows are validated, ``training`` rows are trained again from scratch (their partial
-output is deleted; ``max_attempts`` bounds how often a row that kills its process is retried), and
+output is deleted; ``training.max_attempts`` bounds how often a row that kills its process is retried), and
 new proposals are asked for until ``candidates`` rows are final. The proposer's context is rebuilt
 from the archive every time, never kept in memory.
 
