@@ -418,7 +418,8 @@ def run_checks(source: str, beta: float = 0.1) -> dict:
     try:
         obj = load(source, probe=False)  # a registry name, or source the screen passed
     except (ObjectiveError, UnknownNameError) as err:
-        report["checks"].append(CheckResult("load", False, str(err), {"line": getattr(err, "line", None)}).to_dict())
+        line = getattr(err, "line", None)
+        report["checks"].append(CheckResult("load", False, str(err), {"line": line}).to_dict())
         return report
     report.update(name=obj.name, form=obj.form)
     checks = [CheckResult("load", True, details={"form": obj.form})]

@@ -8,7 +8,8 @@ import json
 def register(subparsers) -> None:
     """Add this package's subcommands to the ``disco`` parser."""
     p = subparsers.add_parser("validate", help="screen and check a loss file in the sandbox")
-    p.add_argument("file", help="a .py file with one loss function (any of the three forms), or a registry name")
+    p.add_argument("file", help="a .py file with one loss function (any of the three forms) "
+                                "or a registry name")
     p.add_argument("--beta", type=float, default=0.1, help="beta used by the checks (default 0.1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_validate)
