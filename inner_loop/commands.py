@@ -6,7 +6,7 @@
 
 What is asked is checked before anything is built (the objective and task names, every ``--set``
 key against the fields it can reach, the ranges of ``--beta`` and ``--timeout``): a mistake is a
-:class:`~discovery.config.UserError`, one line from ``disco``, exit 2.
+:class:`~inner_loop.overrides.UserError`, one line from ``disco``, exit 2.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from discovery.config import UserError, check
+from inner_loop.overrides import UserError, check, parse_sets
 
 
 def register(subparsers) -> None:
@@ -46,23 +46,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=_train)
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_sets(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.replace("-", "_")] = _value(value)
-    return out
-
-
 # keys a flag sets: `--set beta=...` would clash with --beta (the synthetic task's own default beta
 # is its field `beta`, which --set may change)
 FLAG_KEYS = {"seed": "--seed", "model": "--model", "dataset": "--dataset", "objective": "--objective",
@@ -78,11 +61,10 @@ def _fields(cls, drop=()) -> dict:
 def override_fields(task: str | None, recipe: str | None = None) -> dict[str, dict] | None:
     """The keys ``--set`` may name, by where they go (``{"training": {field: default}, ...}``), for
     ``task`` (run_candidate) or ``recipe`` (run_recipe); None for a task whose fields are unknown."""
-    from inner_loop.recipes import Recipe
+    from inner_loop.recipe_task import Recipe
     if recipe:
         return {f"recipe {recipe}": _fields(Recipe, ("name", "description", "model", "dataset", "beta", "seed"))}
-    from inner_loop.runner import RUNNER_OPTIONS
-    from inner_loop.trainer import TrainConfig
+    from inner_loop.train_config import RUNNER_OPTIONS, TrainConfig
     groups = {"training": _fields(TrainConfig, ("beta", "seed")), "runner": dict.fromkeys(RUNNER_OPTIONS)}
     if task == "synthetic":
         from inner_loop.synthetic import SyntheticConfig
@@ -148,7 +130,7 @@ def check_train_args(args) -> dict:
         check("--beta", args.beta, "> 0")
     check("--timeout", args.timeout, "> 0")
     if args.recipe:
-        from inner_loop.recipes import recipe_names
+        from inner_loop.recipe_task import recipe_names
         if args.recipe not in recipe_names():
             close = difflib.get_close_matches(args.recipe, recipe_names(), n=1)
             raise UserError(f"unknown recipe {args.recipe!r}" + (f"; did you mean {close[0]!r}?" if close else "")
@@ -224,7 +206,8 @@ def plot_losses(losses: list[float], path: Path, title: str = "") -> Path:
 RUN_INFO_KEYS = ("n", "n_prompts", "n_samples_per_prompt", "seed", "max_completion_len", "seconds",
                  "kl_direction", "per_prompt")
 # TRL's / transformers' Trainer log keys without a "/" (those with one, rewards/chosen, logps/...,
-# are TRL's too): a recipe's metrics are its last training log row
+# are TRL's too): the metrics of a recipe's result.json written before recipes trained through RecipeTask
+# were its last training-log row
 TRL_PLAIN_KEYS = ("loss", "grad_norm", "learning_rate", "epoch", "train_loss", "train_runtime",
                   "train_samples_per_second", "train_steps_per_second", "total_flos", "step")
 SE_NOTE = "± is the standard error over held-out prompts (one seed's evaluation noise only)"

@@ -18,7 +18,8 @@ import stat
 import time
 from pathlib import Path
 
-WEIGHTS, JOB_LOG = "policy.safetensors", "job.log"  # as inner_loop.trainer.train_job writes them
+# what inner_loop.trainer.train_job writes in its folder: the weights, its result, its own prints
+WEIGHTS, JOB_RESULT, JOB_LOG = "policy.safetensors", "job.json", "job.log"
 MAX_JOB_LOG_BYTES = 1 << 20  # the tail of a job's own prints kept in the run's train.log
 HEADER_BYTES = 2**20  # a safetensors header's allowance on top of the tensors' bytes (plus 256 per tensor)
 
@@ -148,6 +149,16 @@ def save_policy(policy, path: Path) -> None:
     """The scored policy's weights (safetensors), so a run leaves something to look at and reuse."""
     from safetensors.torch import save_file
 
-    from inner_loop.trainer import _untie
     state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
-    save_file(_untie(state), str(path))
+    save_file(untie(state), str(path))
+
+
+def untie(state: dict) -> dict:
+    """safetensors refuses shared storage (tied embeddings): keep the first name of each tensor."""
+    seen, kept = set(), {}
+    for k, v in state.items():
+        key = (v.data_ptr(), tuple(v.shape), tuple(v.stride()))
+        if key not in seen:
+            seen.add(key)
+            kept[k] = v
+    return kept

@@ -1,17 +1,30 @@
 """A paper recipe as an inner-loop task: train an SFT chat model on dpo-mix-style pairs and keep it.
 
-``run_candidate(objective, task="recipe:zephyr-gemma", model=PATH, dataset=PATH, ...)`` trains the
-recipe's model (:mod:`inner_loop.recipes`: chat template, prompt split and truncation, the recipe's
-hyper-parameters as training defaults) with the candidate objective through the runner's usual
-path, then, instead of scoring against a gold reward (a recipe has none), saves the trained policy
-to ``out_dir/model`` (``from_pretrained``-loadable: safetensors, config, tokenizer with its chat
-template). Its metrics hold ``model_dir`` and the training-loss summary; the score comes later,
-from a judge (:mod:`evaluation.fitness`: MT-Bench or AlpacaEval).
+A recipe (``inner_loop/recipes/<name>.yaml``, data only: :class:`Recipe`) names a model, a dataset
+and the paper's DPO-stage hyper-parameters. Task ``recipe:<name>`` (:class:`RecipeTask`) tokenises
+the conversational pairs once (no reference log-probs: TRL precomputes them with the initial policy,
+so no live reference model trains alongside), takes the recipe's hyper-parameters as its training
+defaults, and its :meth:`~RecipeTask.score`, instead of a gold reward (a recipe has none), saves the
+trained policy to ``out_dir/model`` (``from_pretrained``-loadable: safetensors, config, tokenizer
+with its chat template). Its metrics hold ``model_dir`` and the training-loss summary; the score
+comes later, from a judge (:mod:`evaluation.fitness`: MT-Bench or AlpacaEval)::
+
+    run_candidate(objective, task="recipe:zephyr-gemma", model=PATH, dataset=PATH, ...)
+
+Dataset rows follow argilla/dpo-mix-7k: ``chosen`` and ``rejected`` are lists of
+``{"role", "content"}`` messages that both start with the same conversation (the prompt: a user
+turn, sometimes preceded by a system turn or earlier turns) and end with the differing assistant
+reply. :func:`split_prompt` takes their longest common message prefix as the prompt.
+
+TRL 1.16's DPOConfig has no ``max_prompt_length``; :func:`tokenize_pairs` truncates the prompt
+itself, keeping its last ``max_prompt_length`` tokens (the end of the conversation, next to the
+reply, as older TRL's ``keep_end`` prompt truncation did); ``max_length`` then cuts
+prompt + reply with TRL's collator (``keep_start``).
 
 Overrides: ``model``, ``dataset``, ``split``, ``chat_template``, ``max_prompt_length`` and ``beta``
-go to the recipe (its other fields are :class:`~inner_loop.trainer.TrainConfig` fields and reach
-training through the runner: ``max_steps``, ``learning_rate``, ``batch_size`` ...). The recipe's
-own ``seed`` is ignored: the run's seed is the campaign's.
+go to the recipe (its other fields are :class:`~inner_loop.train_config.TrainConfig` fields and
+reach training through the runner: ``max_steps``, ``learning_rate``, ``batch_size`` ...). The
+recipe's own ``seed`` is ignored: the run's seed is the campaign's.
 
 Isolation is the runner's, unchanged: a registry name trains in this process; source code trains
 in the sandbox (or a plain child process) from a world-readable copy of the model, tokenizer and
@@ -22,8 +35,8 @@ GPU the sandbox's address-space limit (``memory_mb``) must be large or the mode 
 Not protected against, beyond the runner's list: a policy trained to please the judge, which is
 the search working, and what a held-out benchmark is for.
 
-The recipe runs in one process on one device; the 8-GPU DeepSpeed launch of
-:mod:`inner_loop.recipes` is for the final, reviewed candidates.
+The task runs in one process on one device; ``accelerate launch -m inner_loop.recipes``
+(:mod:`inner_loop.recipes`) runs the same task on several GPUs, for the final, reviewed candidates.
 """
 
 from __future__ import annotations
@@ -35,8 +48,137 @@ import tempfile
 from functools import cached_property
 from pathlib import Path
 
-from inner_loop import recipes
+import yaml
+
 from inner_loop.task import Task
+from inner_loop.train_config import TrainConfig
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One recipe file; training fields mirror :class:`inner_loop.trainer.TrainConfig`."""
+
+    name: str
+    description: str
+    model: str                       # hub id or local path (overridden by run_recipe(model=...))
+    dataset: str
+    split: str = "train"
+    chat_template: str = "zephyr"    # fallback template file (recipes/<name>.jinja) for tokenizers without one
+    beta: float = 0.05
+    learning_rate: float = 5e-7
+    num_epochs: float = 2
+    batch_size: int = 2
+    grad_accum: int = 8
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    max_length: int = 1024
+    max_prompt_length: int = 512
+    precision: str = "bf16"
+    gradient_checkpointing: bool = True
+    seed: int = 42
+    max_steps: int = -1
+    accelerate_config: str | None = None
+
+    def train_config(self, **overrides) -> TrainConfig:
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k in fields}
+        return TrainConfig(**{**values, **overrides})
+
+
+RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(Recipe))
+
+
+def task_fields(overrides: dict) -> dict:
+    """The ``overrides`` that are recipe fields (a run's other keys are not the recipe's)."""
+    return {k: v for k, v in overrides.items() if k in RECIPE_FIELDS}
+
+
+def train_defaults(recipe: Recipe) -> dict:
+    """The recipe's training hyper-parameters as TrainConfig fields (beta and seed aside: the run's)."""
+    train = dataclasses.asdict(recipe.train_config())
+    return {k: v for k, v in train.items() if k not in ("beta", "seed")}
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if not p.stem.startswith("accelerate"))
+
+
+def load_recipe(name: str, **overrides) -> Recipe:
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"unknown recipe {name!r}; known: {', '.join(recipe_names())}")
+    data = {"name": name, **yaml.safe_load(path.read_text()), **overrides}
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TypeError(f"unknown recipe field(s) {unknown}; known: {sorted(known)}")
+    return Recipe(**data)
+
+
+def chat_template(name: str) -> str:
+    return (RECIPE_DIR / f"{name}.jinja").read_text()
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+def split_prompt(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """(prompt messages, chosen reply messages, rejected reply messages) of one dpo-mix-7k row."""
+    n = 0
+    while (n < min(len(chosen), len(rejected)) - 1 and chosen[n]["role"] == rejected[n]["role"]
+           and chosen[n]["content"] == rejected[n]["content"]):
+        n += 1
+    prompt, chosen_reply, rejected_reply = chosen[:n], chosen[n:], rejected[n:]
+    if not prompt or not chosen_reply or not rejected_reply:
+        raise ValueError("a row needs a shared prompt and a reply on each side")
+    if chosen_reply[0]["role"] != "assistant" or rejected_reply[0]["role"] != "assistant":
+        raise ValueError("the replies must start with an assistant turn")
+    return prompt, chosen_reply, rejected_reply
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]  # the template writes bos itself
+
+
+def tokenize_pairs(rows, tokenizer, max_prompt_length: int | None):
+    """Conversational rows -> a Dataset with TRL's ``prompt_ids``/``chosen_ids``/``rejected_ids``."""
+    from datasets import Dataset
+    out = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+    for row in rows:
+        prompt, chosen, rejected = split_prompt(row["chosen"], row["rejected"])
+        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        prompt_ids = _ids(tokenizer, prompt_text)
+        replies = []
+        for reply in (chosen, rejected):
+            full = _ids(tokenizer, tokenizer.apply_chat_template(prompt + reply, tokenize=False))
+            shared = 0
+            while shared < min(len(full), len(prompt_ids)) and full[shared] == prompt_ids[shared]:
+                shared += 1
+            replies.append(full[shared:])
+            if shared < len(prompt_ids):  # the template rendered the prompt differently: cut it there
+                prompt_ids = prompt_ids[:shared]
+        if max_prompt_length and len(prompt_ids) > max_prompt_length:
+            prompt_ids = prompt_ids[-max_prompt_length:]  # keep the end of the conversation
+        out["prompt_ids"].append(prompt_ids)
+        out["chosen_ids"].append(replies[0])
+        out["rejected_ids"].append(replies[1])
+    return Dataset.from_dict(out)
+
+
+def load_rows(dataset: str, split: str = "train"):
+    """A JSONL/JSON file, a ``save_to_disk`` folder, a folder of data files, or a hub id."""
+    import datasets
+    path = Path(dataset)
+    if path.is_file():
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        loaded = datasets.load_from_disk(str(path))
+        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    return datasets.load_dataset(dataset, split=split)
+
+
+# -- the task ------------------------------------------------------------------------------------
 
 MODEL_SUBDIR = "model"
 _BUILT: dict[str, "RecipeTask"] = {}  # resolved recipe -> task: tokenise the pairs once per process
@@ -47,11 +189,11 @@ class RecipeTask(Task):
 
     keeps_policy = True  # score() saves the model folder: the runner writes no policy.safetensors
 
-    def __init__(self, config: recipes.Recipe):
+    def __init__(self, config: Recipe):
         self.config = config
         self.name = f"recipe:{config.name}"
         self.default_beta = config.beta
-        self.train_defaults = recipes.train_defaults(config)
+        self.train_defaults = train_defaults(config)
         self.max_completion_len = config.max_length
         digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()
         self.path = Path(tempfile.gettempdir()) / f"disco-recipe-{digest[:16]}"  # a key, never written
@@ -61,13 +203,13 @@ class RecipeTask(Task):
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         if not tokenizer.chat_template:
-            tokenizer.chat_template = recipes.chat_template(self.config.chat_template)
+            tokenizer.chat_template = chat_template(self.config.chat_template)
         return tokenizer
 
     @cached_property
     def train_pairs(self):
-        rows = recipes.load_rows(self.config.dataset, self.config.split)
-        return recipes.tokenize_pairs(rows, self.tokenizer, self.config.max_prompt_length)
+        rows = load_rows(self.config.dataset, self.config.split)
+        return tokenize_pairs(rows, self.tokenizer, self.config.max_prompt_length)
 
     @property
     def sft_path(self) -> Path:
@@ -84,12 +226,16 @@ class RecipeTask(Task):
         dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float32
         return AutoModelForCausalLM.from_pretrained(self.config.model, dtype=dtype)
 
-    def score(self, policy, *, seed: int, out_dir: str | None, losses: list[float], **eval_kwargs) -> dict:
+    def score(self, policy, *, seed: int, out_dir: str | None, losses: list[float],
+              model_dir: str | None = None) -> dict:
         """Keep the policy (a recipe has no gold reward: a judge scores the kept model later,
-        evaluation.fitness' mt_bench / alpaca_eval): save it with the tokenizer to ``out_dir/model``
-        (a fresh temporary folder without ``out_dir``); the metrics are its folder and a summary of
-        the training loss."""
-        folder = Path(out_dir) / MODEL_SUBDIR if out_dir else Path(tempfile.mkdtemp(prefix="disco-policy-"))
+        evaluation.fitness' mt_bench / alpaca_eval): save it with the tokenizer to ``model_dir``,
+        by default ``out_dir/model`` (a fresh temporary folder without ``out_dir``); the metrics
+        are its folder and a summary of the training loss."""
+        if model_dir:
+            folder = Path(model_dir)
+        else:
+            folder = Path(out_dir) / MODEL_SUBDIR if out_dir else Path(tempfile.mkdtemp(prefix="disco-policy-"))
         policy.config.use_cache = True  # gradient checkpointing turns it off; generation wants it
         policy.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
@@ -102,7 +248,7 @@ class RecipeTask(Task):
 
 def build(name: str, cache_dir=None, progress: bool = True, **overrides) -> RecipeTask:
     """Task ``recipe:<name>`` with recipe-field ``overrides`` (unknown fields raise)."""
-    config = recipes.load_recipe(name, **overrides)
+    config = load_recipe(name, **overrides)
     key = json.dumps(dataclasses.asdict(config), sort_keys=True)
     if key not in _BUILT:
         _BUILT[key] = RecipeTask(config)

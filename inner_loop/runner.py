@@ -8,15 +8,15 @@ Isolation (``isolation=``):
 
 * ``"none"``: train in this process. Only for trusted code (registry names); the timeout is
   cooperative (checked between steps).
-* ``"process"``: train in a fresh ``python -m inner_loop.runner`` child with a scrubbed
-  environment, ``RLIMIT_AS`` (``memory_mb``), ``RLIMIT_FSIZE`` and a hard timeout (the process
-  group is SIGKILLed). It contains crashes, memory bombs and hangs; it is **not** a security
-  boundary (same uid, network open).
+* ``"process"``: train in a fresh ``python -m inner_loop.runner`` child started by
+  :func:`objectives.launcher.launch` with a scrubbed environment, ``RLIMIT_AS`` (``memory_mb``),
+  ``RLIMIT_FSIZE`` and a hard timeout (the process group is SIGKILLed). It contains crashes,
+  memory bombs and hangs; it is **not** a security boundary (same uid, network open).
 * ``"sandbox"``: train through :func:`objectives.sandbox.call` (fork from a warm zygote, uid 65534,
   no network, rlimits, scrubbed environment; see that module's threat model).
-* ``"auto"``: ``"none"`` for a registry name; ``"sandbox"`` for source code when
-  :mod:`objectives.sandbox` is importable, else ``"process"`` (a warning is logged and the
-  resolved mode is saved in ``TrainResult.config["isolation"]``).
+* ``"auto"``: :func:`objectives.candidate.isolation_for` decides: ``"none"`` for a trusted
+  candidate (a registry name), ``"sandbox"`` for anything else. The mode used is saved in
+  ``TrainResult.config["isolation"]``.
 
 Threat model of the isolated modes. The candidate's code runs, during training, with the rights of
 the training job. It can do anything the job can: read the SFT weights and training pairs, burn
@@ -32,8 +32,8 @@ does not train:
   still changes a parameter, gradient, buffer or optimizer state in place (version counters, as a
   second line) fails the candidate (:mod:`inner_loop.trainer`);
 * the job writes only the policy weights (``policy.safetensors``: tensors, no pickle) and its loss
-  log to a fresh folder, a tmpfs with a quota of twice the weights + 32 MiB where
-  ``objectives.sandbox.shared_dir`` takes ``quota_mb`` (unmounted by its ``remove_shared``); the
+  log to a fresh folder, a tmpfs with a quota of twice the weights + 32 MiB where this process may
+  mount one (:func:`objectives.shared_dirs.shared_dir`, unmounted by its ``remove_shared``); the
   trusted parent ignores everything else there;
 * the parent trusts no path in that folder (:func:`read_job_file`): it opens the weights with
   O_NOFOLLOW | O_NONBLOCK (no symlink is followed, a FIFO does not block), reads only a regular
@@ -42,10 +42,11 @@ does not train:
   (``safetensors.torch.load``); the process mode's ``job.json`` and log are read the same way;
 * the parent rebuilds the model from the task's own SFT config and loads those tensors, names and
   shapes matching exactly (no code or config is taken from the job), then computes the metrics
-  itself (:func:`inner_loop.metrics.evaluate_policy`). Loading and scoring run under a deadline
-  (``score_timeout``, default ``timeout``), checked between the steps of loading and before every
-  module's forward of the policy, so weights that make scoring slow (subnormal floats) fail the
-  candidate with a timeout; any error while scoring a job's weights fails it too;
+  itself (the task's ``score``: :func:`inner_loop.metrics.evaluate_policy` for the synthetic task).
+  Loading and scoring run under a deadline (``score_timeout``, default ``timeout``), checked
+  between the steps of loading and before every module's forward of the policy, so weights that
+  make scoring slow (subnormal floats) fail the candidate with a timeout; any error while scoring a
+  job's weights fails it too;
 * non-finite weights fail the candidate, and so does any non-finite metric (finite but absurd
   weights, x 1e30, give a NaN KL), named in the reason;
 * the loss log is reported as the job's claim; it feeds no score.
@@ -64,26 +65,27 @@ import atexit
 import dataclasses
 import json
 import logging
-import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from inner_loop.job_output import (WEIGHTS, Deadline, Rejected, keep_job_log, load_policy, read_job_file,
-                                   save_policy)
-from inner_loop.train_config import RUNNER_OPTIONS, TrainConfig, TrainResult, split_overrides  # noqa: F401
+from inner_loop.job_output import (JOB_RESULT, WEIGHTS, Deadline, Rejected, keep_job_log, load_policy,
+                                   read_job_file, save_policy)
+from inner_loop.train_config import TrainConfig, TrainResult, split_overrides
+from objectives import launcher, sandbox, shared_dirs
+from objectives.base import ObjectiveError
+from objectives.candidate import Candidate, isolation_for, resolve
 
 log = logging.getLogger(__name__)
 
-ISOLATIONS = ("auto", "none", "process", "sandbox")
+ISOLATIONS = ("auto", "none", "process", "sandbox")  # objectives.candidate.isolation_for decides "auto"
 JOB = "inner_loop.trainer:train_job"
-JOB_RESULT = "job.json"  # as inner_loop.trainer writes it
 MAX_RESULT_BYTES = 64 * 2**20  # job.json (a loss log of up to a million floats)
 MAX_OUTPUT_BYTES = 16 * 2**30  # RLIMIT_FSIZE of an isolated job
 JOB_SLACK_MB = 32     # the sandboxed job folder's quota on top of twice the weights (job.json, trainer/)
@@ -155,47 +157,20 @@ def weights_bytes(sft_path) -> int:
 
 # -- isolation back ends ------------------------------------------------------------------------
 
-def _sandbox_available() -> bool:
-    try:
-        import objectives.sandbox  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _shared_dir(prefix: str, writable: bool, quota_mb: int | None = None) -> Path:
-    """A fresh folder the isolated job can reach: under /tmp whatever $TMPDIR says, absolute.
-
-    The sandbox child sees the host's /tmp (read-only, plus its writable= folders) but not /var/tmp,
-    /dev/shm or /root, and runs in its own folder: a job or inputs folder that followed $TMPDIR
-    there, or a relative path, failed the job (objectives.sandbox.shared_dir). ``quota_mb``: the
-    sandbox mounts a tmpfs of that size there (as root), where its shared_dir takes a quota."""
-    try:
-        from objectives.sandbox import shared_dir
-    except ImportError:
-        path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None)).resolve()
-        path.chmod(0o777 if writable else 0o755)
-        return path
-    if quota_mb:
-        try:
-            return Path(shared_dir(prefix, writable=writable, quota_mb=int(quota_mb)))
-        except TypeError:  # a sandbox without quotas yet
-            pass
-    return Path(shared_dir(prefix, writable=writable))
+    """A fresh folder the isolated job can reach (:func:`objectives.shared_dirs.shared_dir`): under
+    /tmp whatever $TMPDIR says, absolute. The sandbox child sees the host's /tmp (read-only, plus its
+    writable= folders) but not /var/tmp, /dev/shm or /root, and runs in its own folder. ``quota_mb``:
+    a tmpfs of that size is mounted there (as root)."""
+    return Path(shared_dirs.shared_dir(prefix, writable=writable, quota_mb=int(quota_mb) if quota_mb else None))
 
 
 def _remove_shared(path: Path) -> None:
     """Unmount (a quota tmpfs) and remove a folder made by :func:`_shared_dir`."""
     try:
-        from objectives import sandbox
-        remove = getattr(sandbox, "remove_shared", None)
-    except ImportError:
-        remove = None
-    if remove is not None:
-        try:
-            remove(str(path))
-        except Exception as err:  # noqa: BLE001 - a folder left behind is not the candidate's result
-            log.warning("could not remove job folder %s: %s", path, err)
+        shared_dirs.remove_shared(str(path))
+    except Exception as err:  # noqa: BLE001 - a folder left behind is not the candidate's result
+        log.warning("could not remove job folder %s: %s", path, err)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -207,23 +182,23 @@ def _fresh_job_dir(world_writable: bool, quota_mb: int | None = None) -> Path:
 def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bool) -> dict:
     job = Path(spec["out"])
     (job / "spec.json").write_text(json.dumps(spec))
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(job), "PYTHONPATH": str(REPO),
-           "LANG": "C.UTF-8", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HOME": str(job / "hf"), "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "" if progress else "1"}
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    cmd = [sys.executable, "-m", "inner_loop.runner", "--job", str(job / "spec.json")]
+    env = launcher.environment(keep=("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES"), extra={
+        "HOME": str(job), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(job / "hf"), "TOKENIZERS_PARALLELISM": "false",
+        "TQDM_DISABLE": "" if progress else "1"})
+    cmd = launcher.python("inner_loop.runner", "--job", str(job / "spec.json"))
     if memory_mb:
         cmd += ["--memory-mb", str(int(memory_mb))]
     with open(job / "stderr.log", "wb") as err_log:
-        proc = subprocess.Popen(cmd, cwd=str(job), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=None if progress else err_log, start_new_session=True)
+        # death with the parent, except from a worker thread (the signal fires when that thread ends)
+        child = launcher.launch(cmd, env=env, cwd=job, timeout=timeout, stdout=subprocess.DEVNULL,
+                                stderr=None if progress else err_log,
+                                die_with_parent=threading.current_thread() is threading.main_thread())
         try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            rc = child.wait()
+        finally:
+            child.cancel()  # whatever the job started is killed with it (a no-op once it is reaped)
+        if child.timed_out:
             return {"status": "failed", "reason": f"timeout: job killed after {timeout:g} s"}
     # the job (same uid) controls these files: read them as the weights are, never blocking
     if rc == 0:
@@ -246,7 +221,6 @@ def _run_process(spec: dict, timeout: float, memory_mb: int | None, progress: bo
 
 
 def _run_sandbox(spec: dict, timeout: float, memory_mb: int | None) -> dict:
-    from objectives import sandbox
     kwargs = {"timeout": timeout}
     if memory_mb:
         kwargs["memory_mb"] = int(memory_mb)
@@ -287,28 +261,16 @@ def _score(policy, task_obj, *, seed: int, out_dir: str | None, losses: list[flo
 
 # -- the entry point ------------------------------------------------------------------------------
 
-def _read_objective(objective: str) -> tuple[str, bool]:
-    """(source or name, is_registry_name); a path is read here (the sandbox may not see it)."""
-    from objectives.baselines import REGISTRY
-    if objective in REGISTRY:
-        return objective, True
-    if "\n" not in objective and objective.endswith(".py"):
-        path = Path(objective)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such objective file: {objective}")
-        return path.read_text(), False
-    if "def " not in objective:
-        REGISTRY.get(objective)  # raises KeyError with a "did you mean"
-    return objective, False
-
-
-def run_candidate(objective: str, task: str = "synthetic", beta: float | None = None, seed: int = 0,
+def run_candidate(objective: Candidate | str, task: str = "synthetic", beta: float | None = None, seed: int = 0,
                   out_dir: str | None = None, isolation: str = "auto", timeout: float = 600.0,
-                  progress: bool = False, **overrides: Any) -> TrainResult:
-    """Train the task's SFT policy with ``objective`` (a registry name, a ``.py`` path or source)
-    and score it; see the module docstring for isolation and the threat model. ``overrides``:
-    TrainConfig fields (learning_rate, max_steps, batch_size, ...), ``memory_mb`` and
-    ``eval_kwargs`` for the runner, anything else for the task's builder."""
+                  progress: bool = False, kind: str | None = None, **overrides: Any) -> TrainResult:
+    """Train the task's SFT policy with ``objective`` and score it with the task's ``score``; see the
+    module docstring for isolation and the threat model. ``objective``: anything
+    :func:`objectives.candidate.resolve` takes (a :class:`~objectives.candidate.Candidate`, a
+    registry name, a ``.py`` path or source); ``kind``: its kind when already measured (validation),
+    passed on to the job so that it does not probe the code again. ``overrides``: TrainConfig
+    fields (learning_rate, max_steps, batch_size, ...), ``memory_mb``, ``score_timeout`` and
+    ``eval_kwargs`` (to the task's ``score``) for the runner, anything else for the task's builder."""
     from dataclasses import asdict
 
     from inner_loop.tasks import get_task
@@ -318,19 +280,17 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
         raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
     train_over, task_over, runner_opts = split_overrides(overrides)
     try:
-        code, is_name = _read_objective(objective)
-    except (KeyError, FileNotFoundError) as err:
-        return _failed(f"unknown objective: {err}", config={"objective": objective, "task": task})
-    mode = isolation
-    if mode == "auto":
-        mode = "none" if is_name else ("sandbox" if _sandbox_available() else "process")
-        if mode == "process":
-            log.warning("objectives.sandbox is not available: running candidate code in a plain child process")
+        candidate = resolve(objective, kind=kind)
+    except (KeyError, ObjectiveError) as err:
+        named = objective.name if isinstance(objective, Candidate) else objective
+        return _failed(f"unknown objective: {err}", config={"objective": named, "task": task})
+    mode = isolation_for(candidate, isolation)
     task_obj = get_task(task, progress=progress, **task_over)
     train_cfg = TrainConfig(**{**task_obj.train_defaults, **train_over,
                                "beta": task_obj.default_beta if beta is None else beta, "seed": seed})
     task_config = getattr(task_obj, "config", None)
-    config = {"objective": objective if is_name else "<source>", "objective_source": None if is_name else code,
+    config = {"objective": candidate.name if candidate.trusted else "<source>",
+              "objective_source": None if candidate.trusted else candidate.source,
               "task": task, "task_overrides": task_over,
               "task_config": asdict(task_config) if dataclasses.is_dataclass(task_config) else None,
               "train": asdict(train_cfg), "isolation": mode, "timeout": timeout, **runner_opts}
@@ -339,11 +299,11 @@ def run_candidate(objective: str, task: str = "synthetic", beta: float | None = 
     deadline = None
 
     if mode == "none":
-        outcome, policy = _train_here(code, task_obj, train_cfg, timeout, progress)
+        outcome, policy = _train_here(candidate, task_obj, train_cfg, timeout, progress)
     else:
         quota = -(-2 * weights_bytes(task_obj.sft_path) // 2**20) + JOB_SLACK_MB if mode == "sandbox" else None
         job = _fresh_job_dir(world_writable=(mode == "sandbox"), quota_mb=quota)
-        spec = {"objective": code, "inputs": str(job_inputs(task_obj)), "train": asdict(train_cfg),
+        spec = {"objective": candidate.to_dict(), "inputs": str(job_inputs(task_obj)), "train": asdict(train_cfg),
                 "out": str(job), "progress": progress}
         try:
             if mode == "process":
@@ -400,12 +360,11 @@ def _log_summary(path: Path, result: TrainResult) -> None:
                        f"{secs})\n")
 
 
-def _train_here(code: str, task_obj, train_cfg, timeout: float, progress: bool):
-    import objectives
+def _train_here(candidate: Candidate, task_obj, train_cfg, timeout: float, progress: bool):
     from inner_loop.trainer import train_objective
     try:
-        objective = objectives.load(code)
-    except objectives.ObjectiveError as err:
+        objective = candidate.load()
+    except ObjectiveError as err:
         return {"status": "failed", "reason": f"objective did not load: {err}"}, None
     model = task_obj.load_sft()
     out = train_objective(model, task_obj.tokenizer, task_obj.train_pairs, objective, train_cfg,

@@ -60,16 +60,16 @@ def _recipe_builder(recipe: str) -> TaskBuilder:
 
 
 def _recipe_defaults(recipe: str, overrides: dict) -> TaskDefaults:
-    from inner_loop import recipes
+    from inner_loop import recipe_task
 
-    config = recipes.load_recipe(recipe, **recipes.task_fields(overrides))
-    return TaskDefaults(beta=config.beta, train=recipes.train_defaults(config))
+    config = recipe_task.load_recipe(recipe, **recipe_task.task_fields(overrides))
+    return TaskDefaults(beta=config.beta, train=recipe_task.train_defaults(config))
 
 
 def _register_recipes() -> None:
     """``recipe:<name>`` for each paper recipe (inner_loop/recipes/*.yaml): trains a chat model and
     keeps it for a judge (see :mod:`inner_loop.recipe_task`)."""
-    from inner_loop.recipes import recipe_names
+    from inner_loop.recipe_task import recipe_names
 
     for recipe in recipe_names():
         TASKS.register(f"recipe:{recipe}", _recipe_builder(recipe))

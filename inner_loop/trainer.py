@@ -82,6 +82,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import DPOConfig, DPOTrainer
 
+from inner_loop.job_output import JOB_LOG, JOB_RESULT, WEIGHTS, untie
 from inner_loop.train_config import (  # noqa: F401 - the run's data, re-exported beside the trainer
     CHECKPOINTING_MIN_PARAMS, DIRECT_MAX_VOCAB, LOGPROB_PATHS, TrainConfig, TrainResult, device_defaults)
 from objectives.base import Objective
@@ -415,9 +416,8 @@ def _train(model, tokenizer, dataset, objective, config, output_dir, progress, t
 
 
 # -- the isolated job ---------------------------------------------------------------------------
-WEIGHTS = "policy.safetensors"
-JOB_RESULT = "job.json"
-JOB_LOG = "job.log"  # the job's stdout and stderr (untrusted text; the runner copies a capped tail)
+# the job's files: WEIGHTS, JOB_RESULT (its result line) and JOB_LOG (its stdout and stderr: untrusted
+# text, of which the runner copies a capped tail), named in inner_loop.job_output, the parent's reader
 
 
 def train_job(spec: dict) -> dict:
@@ -427,8 +427,10 @@ def train_job(spec: dict) -> dict:
     process). It lives here, with the heavy imports at module level, so that the sandbox's warm
     zygote imports TRL once and every forked job starts with it loaded.
 
-    ``spec``: objective (name or source), inputs (a folder with ``sft/``, ``tokenizer/`` and
-    ``pairs/`` written by the trusted parent), out, train (TrainConfig fields), progress.
+    ``spec``: objective (:meth:`objectives.candidate.Candidate.to_dict`: the source or registry
+    name, with the kind validation measured, so the code is not probed again here), inputs (a
+    folder with ``sft/``, ``tokenizer/`` and ``pairs/`` written by the trusted parent), out, train
+    (TrainConfig fields), progress.
     """
     from pathlib import Path
 
@@ -436,12 +438,13 @@ def train_job(spec: dict) -> dict:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import objectives
+    from objectives.base import ObjectiveError
+    from objectives.candidate import Candidate
 
     inputs, out = Path(spec["inputs"]), Path(spec["out"])
     try:
-        objective = objectives.load(spec["objective"])
-    except objectives.ObjectiveError as err:
+        objective = Candidate.from_dict(spec["objective"]).load()
+    except (ObjectiveError, TypeError, KeyError) as err:
         result = {"status": "failed", "reason": f"objective did not load: {err}", "losses": [], "steps": 0}
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(inputs / "tokenizer"))
@@ -461,17 +464,6 @@ def train_job(spec: dict) -> dict:
                   "losses": outcome.losses, "steps": outcome.steps, "train_seconds": outcome.seconds}
         if outcome.status == "done":
             state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-            save_file(_untie(state), str(out / WEIGHTS))
+            save_file(untie(state), str(out / WEIGHTS))
     (out / JOB_RESULT).write_text(json.dumps(result))
     return result
-
-
-def _untie(state: dict) -> dict:
-    """safetensors refuses shared storage (tied embeddings): keep the first name of each tensor."""
-    seen, kept = set(), {}
-    for k, v in state.items():
-        key = (v.data_ptr(), tuple(v.shape), tuple(v.stride()))
-        if key not in seen:
-            seen.add(key)
-            kept[k] = v
-    return kept

@@ -72,7 +72,6 @@ def test_unknown_objective_and_bad_source_fail_with_reasons(cache):
     assert r.status == "failed" and "did not load" in r.reason
 
 
-@pytest.mark.skipif(not __import__("inner_loop.runner").runner._sandbox_available(), reason="no objectives.sandbox")
 def test_sandboxed_job_trains_and_the_parent_scores_it(cache):
     r = run_candidate("def f(rho, beta):\n    return -F.logsigmoid(beta * rho)\n", cache_dir=cache, **TINY_TASK)
     assert r.config["isolation"] == "sandbox"
@@ -82,7 +81,6 @@ def test_sandboxed_job_trains_and_the_parent_scores_it(cache):
     assert ref.metrics["reward"] == pytest.approx(r.metrics["reward"], abs=1e-6)
 
 
-@pytest.mark.skipif(not __import__("inner_loop.runner").runner._sandbox_available(), reason="no objectives.sandbox")
 def test_two_sandboxed_candidates_in_one_process_whatever_tmpdir_says(cache, monkeypatch):
     """Regression: the job and inputs folders followed $TMPDIR. Where the child cannot see it (here
     /var/tmp, a private tmpfs in the sandbox) every sandboxed run failed; they now go under /tmp."""

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import objectives
+from objectives.candidate import resolve
 from hostile.unscreened import screen_off, source
 from inner_loop import job_output, runner
 from inner_loop import trainer as T
@@ -25,9 +26,6 @@ from test_trainer import quick_config, text_pairs, tiny_model, tiny_tokenizer, t
 
 TINY_TASK = dict(corpus_size=400, sft_steps=20, n_train_pairs=32, n_heldout_prompts=16, max_steps=2, batch_size=8)
 TASK = {k: v for k, v in TINY_TASK.items() if k not in ("max_steps", "batch_size")}
-SANDBOX = pytest.mark.skipif(not runner._sandbox_available(), reason="no objectives.sandbox")
-
-
 def _train(objective, logprobs="direct", **kw):
     model = tiny_model()
     out = T.train_objective(model, tiny_tokenizer(), token_pairs(model), objective,
@@ -119,18 +117,17 @@ def test_walker_in_this_process(cache, dpo_reward):
     _unharmed(r, dpo_reward)
 
 
-@SANDBOX
 def test_walker_and_a_crash_in_the_sandbox(cache, dpo_reward, monkeypatch):
-    from objectives import sandbox
+    from objectives import shared_dirs
     monkeypatch.setattr(runner, "JOB", "hostile.unscreened:train_job")  # the job, with the screen off
     quotas = []
-    real_shared_dir = sandbox.shared_dir
+    real_shared_dir = shared_dirs.shared_dir
 
     def shared_dir(prefix, writable=False, **kw):  # the job folder's quota, as asked for
         quotas.append((prefix, kw.get("quota_mb")))
         return real_shared_dir(prefix, writable=writable, **kw)
 
-    monkeypatch.setattr(sandbox, "shared_dir", shared_dir)
+    monkeypatch.setattr(shared_dirs, "shared_dir", shared_dir)
     r = run_candidate(source("walk_to_params"), isolation="sandbox", cache_dir=cache, **TINY_TASK)
     assert r.config["isolation"] == "sandbox"
     _unharmed(r, dpo_reward)
@@ -151,7 +148,7 @@ def task(cache):
 def _save(model, path, scale=1.0):
     from safetensors.torch import save_file
     state = {k: v.detach().clone() * scale for k, v in model.state_dict().items()}
-    save_file(T._untie(state), str(path))
+    save_file(job_output.untie(state), str(path))
 
 
 def test_weights_a_symlink_to_a_root_only_file_are_refused(task, tmp_path):
@@ -242,7 +239,7 @@ def test_job_inputs_hold_only_training_columns_and_train(task, tmp_path, monkeyp
         assert not [c for c in columns if any(w in c for w in ("reward", "gold", "score"))], columns
         assert set(columns) <= {*T.TOKEN_COLUMNS, *T.REF_COLUMNS}, columns
         (tmp_path / "out").mkdir()
-        result = T.train_job({"objective": "dpo", "inputs": str(inputs), "out": str(tmp_path / "out"),
+        result = T.train_job({"objective": resolve("dpo").to_dict(), "inputs": str(inputs), "out": str(tmp_path / "out"),
                               "train": {"max_steps": 2, "batch_size": 8, "beta": 0.1}})
         assert result["status"] == "done" and (tmp_path / "out" / T.WEIGHTS).is_file()
     finally:

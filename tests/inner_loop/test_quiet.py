@@ -76,7 +76,7 @@ def test_train_json_keeps_the_per_prompt_arrays(capsys, monkeypatch):
 
 
 def test_trl_log_keys_are_never_shown_unlabelled(capsys, monkeypatch):
-    # a recipe's metrics are its last TRL training-log row
+    # metrics that are a TRL training-log row (an older recipe result.json's)
     trl_row = {"loss": 0.69, "rewards/chosen": -0.22, "rewards/margins": 0.04, "logps/chosen": -25.3, "epoch": 1.0}
     monkeypatch.setattr(inner_loop.runner, "run_candidate", fake_runner(trl_row))
     assert main(["train", "--objective", "dpo"]) == 0

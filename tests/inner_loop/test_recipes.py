@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from inner_loop import recipes
+from inner_loop import recipe_task
+from inner_loop.recipes import run_recipe
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
 
@@ -65,23 +66,23 @@ def make_tiny_gemma(root, max_positions: int = 128):
 
 
 def test_recipe_files_load_with_the_papers_hyper_parameters():
-    r = recipes.load_recipe("zephyr-gemma")
+    r = recipe_task.load_recipe("zephyr-gemma")
     assert (r.model, r.dataset) == ("HuggingFaceH4/zephyr-7b-gemma-sft-v0.1", "argilla/dpo-mix-7k")
     assert (r.beta, r.learning_rate, r.num_epochs, r.batch_size, r.grad_accum) == (0.05, 5e-7, 2, 2, 8)
     assert (r.lr_scheduler, r.warmup_ratio, r.max_length, r.max_prompt_length) == ("cosine", 0.1, 1024, 512)
     assert r.precision == "bf16" and r.gradient_checkpointing
-    assert (recipes.RECIPE_DIR / r.accelerate_config).is_file()
-    assert recipes.load_recipe("gemma-2b").model == "google/gemma-2b-it"
+    assert (recipe_task.RECIPE_DIR / r.accelerate_config).is_file()
+    assert recipe_task.load_recipe("gemma-2b").model == "google/gemma-2b-it"
     with pytest.raises(KeyError, match="known"):
-        recipes.load_recipe("zephyr")
+        recipe_task.load_recipe("zephyr")
 
 
 def test_prompt_split_and_zephyr_format(tiny_gemma):
     model_dir, _ = tiny_gemma
     tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.chat_template = recipes.chat_template("zephyr")
+    tok.chat_template = recipe_task.chat_template("zephyr")
     row = _rows()[1]
-    prompt, chosen, rejected = recipes.split_prompt(row["chosen"], row["rejected"])
+    prompt, chosen, rejected = recipe_task.split_prompt(row["chosen"], row["rejected"])
     assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
     assert chosen == [row["chosen"][-1]] and rejected == [row["rejected"][-1]]
     text = tok.apply_chat_template(prompt + chosen, tokenize=False)
@@ -90,7 +91,7 @@ def test_prompt_split_and_zephyr_format(tiny_gemma):
                     "<|assistant|>\na strawberry is red<eos>\n")
     assert tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True).endswith(
         "name a red fruit<eos>\n<|assistant|>\n")
-    pairs = recipes.tokenize_pairs([row], tok, max_prompt_length=6)
+    pairs = recipe_task.tokenize_pairs([row], tok, max_prompt_length=6)
     assert len(pairs[0]["prompt_ids"]) == 6  # truncated, keeping the end next to the reply
     assert tok.convert_ids_to_tokens(pairs[0]["prompt_ids"][-1]) == "<|assistant|>"
     assert tok.convert_ids_to_tokens(pairs[0]["chosen_ids"])[-1] == "<eos>"
@@ -98,7 +99,7 @@ def test_prompt_split_and_zephyr_format(tiny_gemma):
 
 def test_zephyr_gemma_recipe_end_to_end_on_a_tiny_gemma(tiny_gemma, tmp_path):
     model_dir, data = tiny_gemma
-    result = recipes.run_recipe("zephyr-gemma", model=str(model_dir), dataset=str(data), objective="lrml",
+    result = run_recipe("zephyr-gemma", model=str(model_dir), dataset=str(data), objective="lrml",
                                 out_dir=str(tmp_path / "out"), max_steps=3, grad_accum=1, learning_rate=1e-3)
     assert result.status == "done", result.reason
     assert result.steps == 3 and len(result.losses) == 3
