@@ -106,3 +106,20 @@ def test_two_sandboxed_candidates_in_one_process_whatever_tmpdir_says(cache, mon
         shutil.rmtree(hidden, ignore_errors=True)
         for path in runner._INPUTS.values():
             shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_measured_kind_travels_with_the_candidate_to_the_job(cache, monkeypatch):
+    """run_candidate(kind=...) hands the kind validation measured to the job, which loads the
+    objective with it instead of probing the code again."""
+    from inner_loop import runner
+    seen = {}
+
+    def job(spec, timeout, memory_mb):
+        seen.update(spec)
+        return {"status": "failed", "reason": "not run"}
+
+    monkeypatch.setattr(runner, "_run_sandbox", job)
+    r = run_candidate("def f(rho, beta):\n    return -F.logsigmoid(beta * rho)\n", kind="logratio",
+                      cache_dir=cache, **TINY_TASK)
+    assert r.reason == "not run" and r.config["isolation"] == "sandbox"
+    assert seen["objective"]["kind"] == "logratio" and not seen["objective"]["trusted"]
