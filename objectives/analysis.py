@@ -3,7 +3,7 @@
 The x axis everywhere is z = beta * rho (as in DiscoPOP's Figure 4). Two kinds of function live here:
 
 * :func:`profile`, a trusted pure function that takes an objective and returns plain dicts of
-  floats. It runs the loss, so it is called through :func:`objectives.candidate.run`
+  floats. It runs the loss, so it is called through :func:`objectives.isolation.run`
   (``"objectives.analysis:profile"``): in this process for a built-in, in the sandbox for source;
 * :func:`summarise`, which reads a profile (never the code) and, when the code translated
   (:mod:`objectives.symbolic`), its closed form: f'(0), local extrema, convexity and the limits as
@@ -23,7 +23,8 @@ import sympy
 import torch
 
 from objectives.base import Objective, ObjectiveError
-from objectives.candidate import isolation_for, resolve, run
+from objectives.candidate import isolation_for, resolve
+from objectives.isolation import run
 from objectives.symbolic import Z, SymbolicTimeout, Translation, time_limit, translate
 
 FULL = (-10.0, 10.0, 2001)  # the plot's range, spacing 0.01
@@ -259,7 +260,7 @@ def analyse(x, beta: float = DEFAULT_BETA) -> Analysis:
     registry name, an Objective, a .py path or source text).
 
     A built-in runs in this process; anything else in the sandbox, with the candidate's kind passed
-    on (see :func:`objectives.candidate.run`). The closed form is always found by walking the AST,
+    on (see :func:`objectives.isolation.run`). The closed form is always found by walking the AST,
     never by running code; for source the screen runs first (refused code raises ObjectiveError).
     """
     candidate = resolve(x)

@@ -8,8 +8,10 @@ with it so no later step probes the code again.
 
 :func:`isolation_for` is the one place that decides where an objective's code runs: a trusted
 candidate in this process, anything else in the sandbox (or a plain child process when asked).
-:func:`run` applies that decision to a trusted analysis function ("module:function" taking an
-:class:`~objectives.base.Objective`): the fingerprint, the profile behind the plots, the checks.
+:func:`objectives.isolation.run` applies that decision to a trusted analysis function
+("module:function" taking an :class:`~objectives.base.Objective`): the fingerprint, the profile
+behind the plots. This module imports no sandbox: the sandbox's zygote preloads the checks, which
+load candidates through it.
 """
 
 from __future__ import annotations
@@ -135,30 +137,15 @@ def isolation_for(candidate: Candidate, requested: str = "auto") -> str:
     return requested
 
 
-def _target(target: str):
+def target_function(target: str):
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
 def apply(target: str, candidate: dict, *args, **kwargs):
-    """``target(candidate.load(), *args, **kwargs)``: the sandbox's side of :func:`run`."""
-    return _target(target)(Candidate.from_dict(candidate).load(), *args, **kwargs)
-
-
-def run(candidate: Candidate, target: str, *args, timeout: float = 20.0, memory_mb: int | None = 2048,
-        **kwargs):
-    """Call ``target`` ("module:function", trusted code whose first argument is an Objective) on
-    ``candidate``: in this process when it is trusted, else in :mod:`objectives.sandbox` with the
-    candidate's kind passed on. Arguments and result must be JSON-serialisable for the sandbox;
-    its failures (timeout, memory, crash, the loss raising) come back as :class:`ObjectiveError`."""
-    if isolation_for(candidate) == "none":
-        return _target(target)(candidate.load(), *args, **kwargs)
-    from objectives import sandbox
-    try:
-        return sandbox.call("objectives.candidate:apply", target, candidate.to_dict(), *args,
-                            timeout=timeout, memory_mb=memory_mb, **kwargs)
-    except sandbox.SandboxError as err:
-        raise ObjectiveError(f"in the sandbox ({err.kind}): {err.reason}") from None
+    """``target(candidate.load(), *args, **kwargs)``: the sandbox's side of
+    :func:`objectives.isolation.run`."""
+    return target_function(target)(Candidate.from_dict(candidate).load(), *args, **kwargs)
 
 
 def describe(candidate: Candidate) -> str:

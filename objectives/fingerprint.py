@@ -30,7 +30,7 @@ Design choices:
   boundary can split a true duplicate across two keys; this is rare, and :func:`find_duplicate`
   compares exactly and does not rely on keys.
 
-Computing a fingerprint runs the loss (:func:`measure`), through :func:`objectives.candidate.run`:
+Computing a fingerprint runs the loss (:func:`measure`), through :func:`objectives.isolation.run`:
 a built-in in this process, source in the sandbox with its measured kind passed on.
 """
 
@@ -46,7 +46,8 @@ import torch
 
 from objectives.analysis import SANDBOX_TIMEOUT, decode, encode
 from objectives.base import Objective, ObjectiveError
-from objectives.candidate import resolve, run
+from objectives.candidate import resolve
+from objectives.isolation import run
 
 VERSION = 2
 GRID_Z = (-6.0, -3.0, -1.5, -0.7, -0.3, -0.1, 0.0, 0.05, 0.2, 0.45, 1.1, 2.5, 5.0)
@@ -87,7 +88,7 @@ def _measure_beta(obj: Objective, beta: float) -> dict:
 
 def measure(obj: Objective, betas: Iterable[float] = DEFAULT_BETAS) -> dict:
     """The fingerprint of ``obj`` as a plain dict. Runs ``obj``: call it through
-    :func:`objectives.candidate.run` (target ``"objectives.fingerprint:measure"``)."""
+    :func:`objectives.isolation.run` (target ``"objectives.fingerprint:measure"``)."""
     betas = [float(b) for b in betas]
     return {"version": VERSION, "betas": betas,
             "per_beta": {repr(b): _measure_beta(obj, b) for b in betas}}

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from objectives.analysis import DEFAULT_BETA, Analysis, analyse
 from objectives.base import ObjectiveError
-from objectives.candidate import resolve, run
+from objectives.candidate import resolve
+from objectives.isolation import run
 from objectives.plots import plot_profiles
 from objectives.registry import UnknownNameError
 

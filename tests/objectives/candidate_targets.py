@@ -1,6 +1,6 @@
-"""Trusted targets for :func:`objectives.candidate.run` in tests/objectives/test_candidate.py.
+"""Trusted targets for :func:`objectives.isolation.run` in tests/objectives/test_candidate.py.
 
-Each takes the Objective first (as every target of ``candidate.run`` does) and reports what it saw
+Each takes the Objective first (as every target of ``isolation.run`` does) and reports what it saw
 and where it ran; imported in this process for a built-in, in the sandbox's zygote for source.
 """
 

@@ -10,7 +10,8 @@ import objectives
 from objectives import ObjectiveError
 from objectives.analysis import analyse
 from objectives.baselines import REGISTRY
-from objectives.candidate import Candidate, isolation_for, load, resolve, run
+from objectives.candidate import Candidate, isolation_for, load, resolve
+from objectives.isolation import run
 from objectives.fingerprint import fingerprint
 from objectives.registry import UnknownNameError
 from tests.objectives.sources import DPO_RHO
