@@ -1,6 +1,6 @@
 """A paper recipe as an inner-loop task: train an SFT chat model on dpo-mix-style pairs and keep it.
 
-A recipe (``inner_loop/recipes/<name>.yaml``, data only: :class:`Recipe`) names a model, a dataset
+A recipe (``inner_loop/recipe_files/<name>.yaml``, data only: :class:`Recipe`) names a model, a dataset
 and the paper's DPO-stage hyper-parameters. Task ``recipe:<name>`` (:class:`RecipeTask`) tokenises
 the conversational pairs once (no reference log-probs: TRL precomputes them with the initial policy,
 so no live reference model trains alongside), takes the recipe's hyper-parameters as its training
@@ -53,7 +53,7 @@ import yaml
 from inner_loop.task import Task
 from inner_loop.train_config import TrainConfig
 
-RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+RECIPE_DIR = Path(__file__).resolve().parent / "recipe_files"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Recipe:
     model: str                       # hub id or local path (overridden by run_recipe(model=...))
     dataset: str
     split: str = "train"
-    chat_template: str = "zephyr"    # fallback template file (recipes/<name>.jinja) for tokenizers without one
+    chat_template: str = "zephyr"    # fallback template file (recipe_files/<name>.jinja) for tokenizers without one
     beta: float = 0.05
     learning_rate: float = 5e-7
     num_epochs: float = 2

@@ -1,12 +1,12 @@
 """Train a paper recipe outside a campaign: ``python -m inner_loop.recipes`` and :func:`run_recipe`.
 
 Both train task ``recipe:<name>`` (:class:`inner_loop.recipe_task.RecipeTask`: the recipe files in
-``inner_loop/recipes/``, its data handling and its defaults) through
+``inner_loop/recipe_files/``, its data handling and its defaults) through
 :func:`inner_loop.runner.run_candidate` in this process (``isolation="none"``), and keep the
 trained model (safetensors, config, tokenizer) in the output folder itself, beside
 ``result.json``. Multi-GPU (what ``accelerate launch`` runs on each GPU)::
 
-    accelerate launch --config_file inner_loop/recipes/accelerate_deepspeed_zero3_8gpu.yaml \\
+    accelerate launch --config_file inner_loop/recipe_files/accelerate_deepspeed_zero3_8gpu.yaml \\
         -m inner_loop.recipes --recipe zephyr-gemma --model PATH --dataset PATH --objective lrml --out DIR
 
 Recipes train trusted objectives in this process (they are for the final, reviewed candidates on

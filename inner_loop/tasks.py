@@ -67,7 +67,7 @@ def _recipe_defaults(recipe: str, overrides: dict) -> TaskDefaults:
 
 
 def _register_recipes() -> None:
-    """``recipe:<name>`` for each paper recipe (inner_loop/recipes/*.yaml): trains a chat model and
+    """``recipe:<name>`` for each paper recipe (inner_loop/recipe_files/*.yaml): trains a chat model and
     keeps it for a judge (see :mod:`inner_loop.recipe_task`)."""
     from inner_loop.recipe_task import recipe_names
 
