@@ -1,6 +1,6 @@
-"""Subcommands of ``disco`` for held-out evaluation, comparison, beta sweeps and reports
-(registered by discovery.cli). Handlers are thin: the work is in evaluation.compare, .heldout,
-.frontier and .report, imported inside the handlers so that ``disco --help`` stays fast."""
+"""Subcommands of ``disco`` for held-out evaluation, comparison, noise calibration, beta sweeps and
+reports (registered by discovery.cli). Handlers are thin: the work is in evaluation.compare,
+.heldout, .calibrate, .frontier and .report, imported inside the handlers so that ``disco --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def check_args(args, *, betas=(), beta_flag="--beta", seeds=None, task=None, ove
     if seeds is not None:
         check_seeds(seeds, "--seeds")
     check("--timeout", args.timeout, "> 0")
-    check("--n-boot", args.n_boot, "int >= 1")
+    if hasattr(args, "n_boot"):
+        check("--n-boot", args.n_boot, "int >= 1")
     if task is not None:
         from inner_loop.commands import check_overrides
         from inner_loop.tasks import TASKS
@@ -76,7 +77,7 @@ def _shown(text: str) -> str:
     return shown(text)
 
 
-def _common(p: argparse.ArgumentParser, *, seeds=True) -> None:
+def _common(p: argparse.ArgumentParser, *, seeds=True, boot=True) -> None:
     if seeds:
         p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
                        help="training seeds; every objective is trained once per seed (default: 0 1 2)")
@@ -85,7 +86,8 @@ def _common(p: argparse.ArgumentParser, *, seeds=True) -> None:
     p.add_argument("--isolation", default="auto", choices=("auto", "none", "process", "sandbox"),
                    help="how run_candidate isolates candidate code (default: auto)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per training run (default: 600)")
-    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
+    if boot:
+        p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
     p.add_argument("--quiet", action="store_true",
                    help="only the result and warnings: no line per run, no library warnings or bars "
                         "(each run's own log is in its folder's train.log, with --out)")
@@ -102,9 +104,9 @@ def _objectives_and_task(p: argparse.ArgumentParser, *, default: tuple | None = 
     p.add_argument("--task", default="synthetic", help="inner-loop task (default: synthetic)")
 
 
-def _finish(p: argparse.ArgumentParser, handler, *, seeds: bool = True) -> None:
+def _finish(p: argparse.ArgumentParser, handler, *, seeds: bool = True, boot: bool = True) -> None:
     """The flags every training command shares (:func:`_common`), and its handler."""
-    _common(p, seeds=seeds)
+    _common(p, seeds=seeds, boot=boot)
     p.set_defaults(func=handler)
 
 
@@ -157,6 +159,41 @@ def cmd_heldout(args) -> int:
     return 0
 
 
+# -- calibrate ----------------------------------------------------------------------------------
+
+def cmd_calibrate(args) -> int:
+    from pathlib import Path
+
+    from evaluation.calibrate import calibrate, campaign_defaults, format_calibration
+    from evaluation.compare import resolve_objectives
+    from inner_loop.overrides import UserError, check
+
+    defaults = campaign_defaults()
+    args.task = args.task or defaults["task"]
+    args.metric = args.metric or defaults["metric"]
+    overrides = parse_overrides(args.overrides)
+    check_args(args, betas=() if args.beta is None else (args.beta,), seeds=args.seeds, task=args.task,
+               overrides=overrides)
+    if args.campaign_seeds is not None:
+        check("--campaign-seeds", args.campaign_seeds, "int >= 1")
+    if len(args.seeds) < 2:
+        raise UserError(f"--seeds needs at least 2 seeds to measure seed-to-seed variation, got {len(args.seeds)}")
+    if len(resolve_objectives(args.objectives, baselines=())) < 2:
+        raise UserError(f"--objectives needs two different objectives to pair (e.g. dpo ipo), got "
+                        f"{' '.join(args.objectives)}")
+    with _quiet(args):
+        result = calibrate(args.task, args.seeds, overrides, args.metric, objectives=args.objectives,
+                           beta=args.beta, campaign_seeds=args.campaign_seeds, runner=RUNNER, log=_logger(args),
+                           **_runner_kwargs(args))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1) if args.json else _shown(format_calibration(result)))
+    if args.out:
+        print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0
+
+
 # -- sweep --------------------------------------------------------------------------------------
 
 def cmd_sweep(args) -> int:
@@ -194,7 +231,7 @@ def cmd_report(args) -> int:
 
 
 def register(subparsers) -> None:
-    """Add compare, heldout, sweep and report to the ``disco`` parser."""
+    """Add compare, heldout, calibrate, sweep and report to the ``disco`` parser."""
     from evaluation.frontier import DEFAULT_BETAS
 
     p = subparsers.add_parser("compare", help="train objectives on the same seeds; paired intervals vs baselines",
@@ -227,6 +264,30 @@ def register(subparsers) -> None:
                    help="keep settings the search used (otherwise they are dropped with a warning)")
     p.add_argument("--json", action="store_true", help="print the JSON written to DIR/heldout.json")
     _finish(p, cmd_heldout, seeds=False)
+
+    from evaluation.calibrate import DEFAULT_OBJECTIVES, DEFAULT_SEEDS as CALIBRATION_SEEDS
+    p = subparsers.add_parser("calibrate", help="the noise floor: the smallest difference between two losses a "
+                              "campaign can detect",
+                              description="Train the baselines (default: dpo ipo) on the campaign's settings, "
+                              "seed by seed, score the SFT model, and report for one metric the within-seed "
+                              "evaluation error, the seed-to-seed sd, the sd of the paired per-seed difference, "
+                              "its standard error at the campaign's seed count, the smallest detectable "
+                              "difference (95% two-sided, 80% power), DPO's effect over SFT and the ratio of "
+                              "the paired 95% half-width to it. --out writes the JSON a campaign reads "
+                              "(fitness.calibration).")
+    p.add_argument("--objectives", nargs="+", default=list(DEFAULT_OBJECTIVES), metavar="NAME_OR_FILE",
+                   help="objectives to train; the first two are paired (default: dpo ipo)")
+    p.add_argument("--task", default=None, help="inner-loop task (default: the default campaign's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(CALIBRATION_SEEDS),
+                   help="training seeds, at least 2 (default: 0 1 2 3 4)")
+    p.add_argument("--beta", type=float, default=None, help="KL strength (default: the campaign's, else the task's)")
+    p.add_argument("--metric", default=None, help="metric (default: the default campaign's fitness.metric)")
+    p.add_argument("--campaign-seeds", type=int, default=None, metavar="N",
+                   help="the campaign's seed count the standard error is given for (default: the default "
+                        "campaign's len(training.seeds))")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the labelled lines")
+    p.add_argument("--out", default=None, metavar="FILE.json", help="write the JSON (for fitness.calibration)")
+    _finish(p, cmd_calibrate, seeds=False, boot=False)
 
     p = subparsers.add_parser("sweep", help="beta sweep: the reward-versus-KL frontier (DiscoPOP Fig. 5)",
                               description="Train every objective at every beta and seed; plot mean gold reward "

@@ -9,6 +9,11 @@ pairs it would have formed are left out of every interval (the table says how ma
 :func:`summarise` turns runs into a :class:`Table`: per objective the mean metric with its standard
 error over settings, and for each baseline the paired difference (objective - baseline) with a 95%
 percentile bootstrap interval (:mod:`evaluation.stats`); the pairing used is named in every cell.
+When several candidates are compared with the same baseline, the table also carries, per baseline,
+intervals and decisions corrected for the number of those comparisons (Bonferroni intervals and
+Holm-adjusted bootstrap p-values, :func:`evaluation.stats.correct`), beside the uncorrected ones.
+The family of a baseline's column is the candidates compared with it: the rows that are not
+baselines (``summarise(candidates=...)`` names them), or every row when all rows are baselines.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from evaluation.stats import Estimate, hierarchical_bootstrap, mean_se, paired_bootstrap
+from evaluation.stats import Corrected, Estimate, correct, hierarchical_bootstrap, mean_se, paired_bootstrap
 
 BASELINES = ("dpo", "ipo", "lrml")
 HIGHER_IS_BETTER = {"win_rate": True, "reward": True, "kl": False}
@@ -236,13 +241,24 @@ class Row:
     failures: list[dict]                          # {"setting", "reason"} per failed run
     vs: dict[str, Estimate | str]                 # baseline -> interval, or why there is none
     vs_null: Estimate | None = None               # metric - NULL_VALUE (win rate vs the SFT model)
+    corrected: dict[str, Corrected] = dataclasses.field(default_factory=dict)  # baseline -> family-corrected
 
     def to_dict(self) -> dict:
+        def cell(b, e):
+            if not isinstance(e, Estimate):
+                return {"missing": e}
+            d = e.to_dict()
+            if b in self.corrected:
+                d["corrected"] = self.corrected[b].to_dict()
+            return d
         return {"objective": self.objective, "n_done": self.n_done, "n_failed": self.n_failed,
-                "mean": self.mean, "se": self.se, "failures": self.failures,
-                "vs_null": self.vs_null.to_dict() if self.vs_null else None,
-                "vs": {b: e.to_dict() if isinstance(e, Estimate) else {"missing": e}
-                       for b, e in self.vs.items()}}
+                "mean": self.mean, "se": self.se, "se_what": SE_WHAT if self.n_done > 1 else None,
+                "failures": self.failures, "vs_null": self.vs_null.to_dict() if self.vs_null else None,
+                "vs": {b: cell(b, e) for b, e in self.vs.items()}}
+
+
+SE_WHAT = ("standard error over the row's runs, one per seed/setting (sample sd / sqrt(runs)): training "
+           "and evaluation noise together")
 
 
 @dataclasses.dataclass
@@ -251,10 +267,13 @@ class Table:
     baselines: tuple[str, ...]
     rows: list[Row]
     settings: list[str]
+    families: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # baseline -> corrected rows
+    evaluation: dict = dataclasses.field(default_factory=dict)  # samples behind each run's metric
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "higher_is_better": HIGHER_IS_BETTER.get(self.metric),
                 "baselines": list(self.baselines), "settings": self.settings,
+                "evaluation": self.evaluation, "families": self.families,
                 "rows": [r.to_dict() for r in self.rows]}
 
 
@@ -303,8 +322,32 @@ def against_null(runs: Iterable[Run], metric: str, *, n_boot: int = 10_000, seed
                             n_boot=n_boot, seed=seed)
 
 
+def evaluation_size(runs: Iterable[Run]) -> dict:
+    """How many evaluation samples stand behind each finished run's metric (from the runner's
+    ``n_prompts`` / ``n_samples_per_prompt`` / ``n``); a key is left out when runs disagree or lack it."""
+    out = {}
+    done = [r for r in runs if r.status == "done"]
+    for key in ("n_prompts", "n_samples_per_prompt", "n"):
+        values = {r.metrics.get(key) for r in done}
+        if len(values) == 1 and isinstance(next(iter(values)), int):
+            out[key] = next(iter(values))
+    return out
+
+
+def describe_evaluation(ev: dict) -> str:
+    """"each run scored on 128 prompts x 2 samples", or "" when unknown."""
+    if "n_prompts" in ev and "n_samples_per_prompt" in ev:
+        return f"each run scored on {ev['n_prompts']} prompts x {ev['n_samples_per_prompt']} samples"
+    if "n" in ev:
+        return f"each run scored on {ev['n']} samples"
+    return ""
+
+
 def summarise(runs: Sequence[Run], metric: str, *, baselines: Sequence[str] = BASELINES,
-              n_boot: int = 10_000, seed: int = 0) -> Table:
+              n_boot: int = 10_000, seed: int = 0, candidates: Sequence[str] | None = None) -> Table:
+    """Per objective its mean ± se and paired intervals to each baseline; ``candidates`` names the
+    rows whose comparisons with a baseline form the family corrected for multiplicity (default: the
+    rows that are not baselines, or every row when all are baselines)."""
     by_objective: dict[str, list[Run]] = {}
     for r in runs:
         by_objective.setdefault(r.objective, []).append(r)
@@ -324,13 +367,22 @@ def summarise(runs: Sequence[Run], metric: str, *, baselines: Sequence[str] = BA
         rows.append(Row(name, len(values), len(failures), mean, se, failures, vs,
                         against_null(mine, metric, n_boot=n_boot, seed=seed)))
     settings = sorted({r.setting.key for r in runs})
-    return Table(metric, tuple(baselines), rows, settings)
+    if candidates is None:
+        candidates = [r.objective for r in rows if r.objective not in baselines] or [r.objective for r in rows]
+    families = {}
+    for b in baselines:
+        family = [r for r in rows if r.objective in candidates and isinstance(r.vs.get(b), Estimate)]
+        if len(family) >= 2:
+            families[b] = [r.objective for r in family]
+            for r, c in zip(family, correct([r.vs[b] for r in family])):
+                r.corrected[b] = c
+    return Table(metric, tuple(baselines), rows, settings, families, evaluation_size(runs))
 
 
 def format_table(table: Table, digits: int = 3) -> str:
     """A plain-text table: mean ± se per objective and its difference to every baseline."""
     null = NULL_VALUE.get(table.metric)
-    head = ["objective", "runs", f"{table.metric} mean ± se"]
+    head = ["objective", "runs", f"{table.metric} mean ± se over runs"]
     if null is not None:
         head.append(f"- {null} (SFT) [95% CI]")
     head += [f"- {b} [95% CI]" for b in table.baselines]
@@ -350,7 +402,8 @@ def format_table(table: Table, digits: int = 3) -> str:
                 cells.append("·")
             elif isinstance(e, Estimate):
                 cells.append(e.format(digits) + ("*" if e.excludes_zero else ""))
-                pairings.add(f"{e.pairing} (n={e.n_units}" + (f", {e.n_prompts} prompts)" if e.n_prompts else ")"))
+                pairings.add(f"{e.pairing} (n={e.n_units} seed/setting units"
+                             + (f", {e.n_prompts} prompts)" if e.n_prompts else ")"))
                 if e.note:
                     notes.add(e.note)
             else:
@@ -361,15 +414,44 @@ def format_table(table: Table, digits: int = 3) -> str:
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in lines]
     direction = {True: "higher is better", False: "lower is better"}.get(HIGHER_IS_BETTER.get(table.metric), "")
     out.append("")
+    evaluated = describe_evaluation(table.evaluation)
+    out.append("± = " + SE_WHAT + " (a row with one run shows none)" + (f"; {evaluated}" if evaluated else ""))
     out.append(f"difference = objective - baseline on {table.metric}" + (f" ({direction})" if direction else "")
-               + "; 95% paired percentile bootstrap; * the interval excludes 0")
+               + "; [95% CI] = 95% paired percentile bootstrap interval, resampling seeds/settings (then prompts "
+               "within each, when paired by prompt), not corrected for multiple comparisons; * the interval excludes 0")
     if pairings:
         out.append("paired by " + "; ".join(sorted(pairings)))
     out.extend(f"note: {n}" for n in sorted(notes))
+    if table.families:
+        out.append("")
+        out.extend(format_corrected(table, digits))
     for r in table.rows:
         for f in r.failures:
             out.append(f"failed: {r.objective} on {f['setting']}: {f['reason']}")
     return "\n".join(out)
+
+
+def format_corrected(table: Table, digits: int = 3) -> list[str]:
+    """The family-corrected block: per baseline column, the Bonferroni interval and Holm p of each
+    candidate in its family."""
+    baselines = [b for b in table.baselines if b in table.families]
+    head = ["objective"] + [f"- {b} [95% CI, Bonferroni-corrected for {len(table.families[b])} comparisons] Holm p"
+                            for b in baselines]
+    lines = []
+    for r in table.rows:
+        if not any(b in r.corrected for b in baselines):
+            continue
+        lines.append([r.objective] + [r.corrected[b].format(digits) + ("*" if r.corrected[b].significant else "")
+                                      if b in r.corrected else "·" for b in baselines])
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    families = "; ".join(f"{b}: {len(table.families[b])} ({', '.join(table.families[b])})" for b in baselines)
+    return (["corrected for multiple comparisons (family = the candidates compared with one baseline; "
+             f"comparisons per family: {families}):"]
+            + [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in lines]
+            + ["95% CI, Bonferroni-corrected for m comparisons: each interval at level 1 - 0.05/m, all m hold "
+               "jointly with >= 95% probability; Holm p = Holm step-down adjusted bootstrap p-value; * Holm calls "
+               "the difference nonzero at family-wise 5% (the uncorrected intervals above are kept)"])
 
 
 def jsonable(x):

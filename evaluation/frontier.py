@@ -188,4 +188,9 @@ def format_points(pts: Sequence[dict], x: str = "kl", sft: dict | None = None) -
         runs = f"{p['n_done']}" + (f"+{p['n_failed']}✗" if p["n_failed"] else "")
         lines.append(f"{p['objective']:<14} {beta:>6} {runs:>5} {cell(p[x], p[f'{x}_se']):>16} "
                      f"{cell(p['reward'], p['reward_se']):>16}")
+    lines.append("")
+    lines.append(f"{x} and reward: each run's mean over its evaluation samples, then the mean over the point's runs "
+                 "(one per seed); ± = standard error over those runs (sample sd / sqrt(runs): training and "
+                 "evaluation noise together), none with one run"
+                 + ("; SFT: the reference model's reward on the same prompts, mean ± se over seeds" if sft else ""))
     return "\n".join(lines)

@@ -13,7 +13,9 @@ settings is refused. A held-out setting that shares its seed with the search (a 
 seed) is kept, with a warning, since the data order is then not new.
 
 Results go to ``DIR/heldout.json``: the pooled table (units resampled within each setting), one
-table per setting, every run, and what was used, dropped and warned about.
+table per setting, every run, and what was used, dropped and warned about. With two or more
+candidates, every table also carries each candidate's interval to each baseline corrected for the K
+candidates compared with it (Bonferroni intervals, Holm-adjusted p: :func:`evaluation.stats.correct`).
 """
 
 from __future__ import annotations
@@ -145,11 +147,12 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
 
     out = Path(directory)
     runs = run_grid(objectives, settings, runner=runner, out_dir=out / "heldout", log=log, **runner_kwargs)
-    table = summarise(runs, metric, baselines=BASELINES, n_boot=n_boot)
+    labels = [c["label"] for c in candidates]  # the family corrected for multiplicity: the top K, not the baselines
+    table = summarise(runs, metric, baselines=BASELINES, n_boot=n_boot, candidates=labels)
     per_setting = {}
     for stratum in dict.fromkeys(s.stratum for s in settings):
         per_setting[stratum] = summarise([r for r in runs if r.setting.stratum == stratum], metric,
-                                         baselines=BASELINES, n_boot=n_boot)
+                                         baselines=BASELINES, n_boot=n_boot, candidates=labels)
     result = HeldoutResult(path=out / HELDOUT_JSON, metric=metric, candidates=candidates, used=used,
                            settings=settings, dropped=dropped, warnings=warnings, table=table,
                            per_setting=per_setting, runs=runs)

@@ -92,7 +92,7 @@ def test_disco_compare_prints_the_table_and_writes_json(tmp_path, capsys, monkey
                "--beta", "0.1", "--out", str(tmp_path / "cmp")])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "good" in out and "- dpo [95% CI]" in out and "paired by setting (n=3)" in out
+    assert "good" in out and "- dpo [95% CI]" in out and "paired by setting (n=3 seed/setting units)" in out
     assert len(fake.calls) == 12 and {c["beta"] for c in fake.calls} == {0.1}
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert saved["table"]["metric"] == "win_rate" and len(saved["runs"]) == 12
