@@ -1,4 +1,33 @@
-"""A campaign's fitness from an LLM judge: MT-Bench score or AlpacaEval win rate of the kept policy.
+"""A campaign's fitness: the options, and the LLM judges (MT-Bench score or AlpacaEval win rate of
+the kept policy) that live here.
+
+A campaign's fitness is one number per candidate, from its per-seed training results
+(``results``: one :meth:`~inner_loop.runner.TrainResult.to_dict` per seed), with a standard error.
+The ``fitness`` section of :class:`discovery.config.CampaignConfig` chooses it:
+
+``function: mean_metric`` (the default; :func:`discovery.seams.mean_metric`)
+    the mean over seeds of the per-seed metric ``fitness.metric`` that the task's scorer reports
+    (the embedded task: ``win_rate`` against the SFT model, ``reward``, ``reward_gain`` = policy
+    reward minus the SFT reference's on the same prompts, ...; each defined in
+    :mod:`inner_loop.glossary`). Its standard error is the spread across seeds with several seeds;
+    with one seed it is the run's own ``<metric>_se``: the within-seed evaluation error, training
+    noise not included.
+``kl_budget: K`` (with ``kl_betas``, default 0.05 0.1 0.2 0.5): fitness at matched KL
+    every seed trains once per beta of the sweep (:func:`inner_loop.matched_kl.run_matched_kl`
+    becomes the campaign's train seam), and the per-seed metric is the gold reward the loss reaches
+    at KL(pi||pi_ref) = K (summed over completion tokens), read off by linear interpolation between
+    the two runs that bracket K (the highest crossing when KL is not monotone in beta); a budget
+    outside the measured KL range fails the seed (no extrapolation). ``fitness.metric`` defaults
+    to ``reward_at_kl``; ``reward_gain_at_kl`` (the same, minus the SFT reference's reward) is there
+    too when the runs report ``reward_gain``. The function is still ``mean_metric`` over seeds. It costs ``len(kl_betas)`` trainings per seed, and does not
+    reward a loss merely for moving further from the reference than DPO does at the same beta (the
+    DPO paper's reward-vs-KL protocol, which DiscoPOP's IMDb experiment follows). Each seed's
+    ``result.config`` names the KL key and the interpolation rule.
+``function: mt_bench`` or ``function: alpaca_eval``: a judge of :data:`JUDGES` (below)
+    an LLM grades each seed's kept policy; needs a task that keeps its policy (``recipe:<name>``).
+
+The campaign records which of these it used (its archive's config, and the header of status and
+report). The rest of this module is the judges.
 
 :data:`JUDGES` names them ``"mt_bench"`` and ``"alpaca_eval"``; :func:`discovery.seams.fitness_function`
 looks a campaign's ``fitness.function`` up there (the one place :mod:`discovery` reaches

@@ -197,3 +197,44 @@ def test_example_campaign_files_are_valid_configs():
     for path in paths:
         cfg = CampaignConfig.from_dict(yaml.safe_load(path.read_text()))
         assert cfg.fitness.function in ("mt_bench", "alpaca_eval") and cfg.training.task.startswith("recipe:"), path
+
+
+# -- the fitness options, as the module docstring documents them ---------------------------------
+
+def test_the_module_docstring_documents_every_fitness_option():
+    """Every judge of JUDGES, mean_metric and matched KL are named, and the functions it points to exist."""
+    import importlib
+
+    doc = fitness.__doc__
+    assert sorted(fitness.JUDGES) == ["alpaca_eval", "mt_bench"]
+    for name in (*fitness.JUDGES, "mean_metric", "kl_budget", "kl_betas", "reward_at_kl", "reward_gain_at_kl",
+                 "no extrapolation", "within-seed evaluation error"):
+        assert name in doc, name
+    for ref in ("discovery.seams.mean_metric", "inner_loop.matched_kl.run_matched_kl"):
+        module, _, name = ref.rpartition(".")
+        assert f":func:`{ref}`" in doc and callable(getattr(importlib.import_module(module), name))
+    assert fitness_function("mean_metric").__name__ == "mean_metric"
+
+
+def test_mean_metric_over_matched_kl_seeds(monkeypatch):
+    """The matched-KL option is mean_metric over run_matched_kl's per-seed reward_at_kl (one seed:
+    its within-seed se; several: the spread across seeds)."""
+    from types import SimpleNamespace
+
+    from inner_loop import matched_kl
+    from tests.inner_loop.test_matched_kl import FakeRuns
+
+    tables = {0: {0.1: (12.0, 2.4), 0.2: (6.0, 1.6)}, 1: {0.1: (10.0, 2.0), 0.2: (4.0, 1.4)}}
+    results = []
+    for seed, table in tables.items():
+        monkeypatch.setattr(matched_kl, "run_candidate", FakeRuns(table))
+        r = matched_kl.run_matched_kl("dpo", seed=seed, betas=(0.1, 0.2), kl_budget=9.0)
+        results.append({"seed": seed, **r.to_dict()})
+    per_seed = [2.0, 1.4 + (9 - 4) / (10 - 4) * 0.6]  # by hand: halfway on seed 0, 5/6 of the way on seed 1
+    assert [r["metrics"]["reward_at_kl"] for r in results] == pytest.approx(per_seed)
+    score = fitness_function("mean_metric")
+    cfg = SimpleNamespace(fitness=SimpleNamespace(metric="reward_at_kl"))
+    value, se = score(results, cfg)
+    assert value == pytest.approx(sum(per_seed) / 2) and se == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)
+    value, se = score(results[:1], cfg)
+    assert value == pytest.approx(2.0) and se == pytest.approx(results[0]["metrics"]["reward_at_kl_se"]) and se > 0
