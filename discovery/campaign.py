@@ -8,6 +8,18 @@
         -> functional fingerprint -> "duplicate" of an earlier row, or
         -> "training": the inner loop on every seed -> "done" with fitness, or "failed"
 
+Successive halving (``training.screen_seeds = n``, 0 < n < the number of seeds): a candidate first
+trains on the first n seeds ("screen"); it is promoted to the remaining seeds ("full") only when its
+paired difference to DPO there is not clearly negative (the upper end of its interval, from
+:func:`discovery.noise.paired_to`, is >= 0); otherwise it is ``done`` with the fitness of the
+screened seeds and the reason "screened out: ...". With ``training.best_extra_seeds = k``, a
+candidate whose fitness would make it the best trains k extra seeds ("extra": max(seeds)+1, ...)
+and is scored on all of them before it is called best. Baselines train on every seed. The stage
+lives in the row (``metrics["stage"]``: name, seeds, ``attempts_before``, the screening decision),
+beside the per-seed results finished so far, so a resumed campaign trains only the seeds of the
+stage that are missing, and each stage gets ``training.max_attempts`` starts.
+The campaign's noise floor (:mod:`discovery.noise`) goes into archive meta ``"noise"``.
+
 Every step reads its inputs from the archive and writes its outcome back in one transaction, so
 ``disco resume`` after a crash (``kill -9`` included) picks up exactly where the database says:
 ``proposed`` rows are validated, ``training`` rows are trained again from scratch (their partial
@@ -43,7 +55,7 @@ import sys
 import time
 from pathlib import Path
 
-from discovery import training
+from discovery import noise, training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.config import CampaignConfig, save_yaml
 from discovery.parsing import slug
@@ -130,58 +142,152 @@ class Campaign:
                             fingerprint=fp.to_dict() if fp else None)
         return True
 
+    # -- training in stages (successive halving) ---------------------------------------------
+
+    def first_stage(self, row: dict) -> dict:
+        """What a row trains on first: a candidate the first ``training.screen_seeds`` seeds when
+        screening is on (:meth:`TrainingConfig.screens`), everything else every seed."""
+        t = self.config.training
+        if row["kind"] == "candidate" and t.screens():
+            return {"name": "screen", "seeds": list(t.seeds[:t.screen_seeds]), "attempts_before": 0}
+        return {"name": "full", "seeds": list(t.seeds), "attempts_before": 0}
+
+    def stage_of(self, row: dict) -> dict:
+        """The row's stage as the archive holds it (``metrics["stage"]``), else its first stage.
+        ``attempts_before``: the row's ``attempts`` when the stage began, so each stage gets
+        ``training.max_attempts`` starts of its own."""
+        return (row["metrics"] or {}).get("stage") or self.first_stage(row)
+
+    def noise_record(self) -> dict:
+        """The campaign's noise record (:func:`discovery.noise.campaign_noise`), from the archive."""
+        return noise.campaign_noise(self.config, self.archive.rows(kind="baseline"))
+
+    def store_noise(self) -> dict:
+        record = self.noise_record()
+        if self.archive.meta("noise") != json.loads(json.dumps(record, sort_keys=True)):
+            self.archive.set_meta("noise", record)
+        return record
+
     def start(self, cid: int) -> None:
-        """-> training: discard any earlier partial output, then train (here, or in a worker)."""
+        """-> training: the seeds of the row's stage it has not finished (their partial output is
+        discarded first; seeds finished in an earlier stage are kept), here or in a worker."""
         row = self.archive.get(cid)
         folder = self.folder(row)
-        for old in list(folder.glob("seed-*")) + [folder / training.RESULT]:
+        stage = self.stage_of(row)
+        finished = [p for p in (row["metrics"] or {}).get("per_seed") or [] if p.get("status") == "done"]
+        todo = [s for s in stage["seeds"] if s not in {p.get("seed") for p in finished}]
+        for old in [folder / f"seed-{s}" for s in todo] + [folder / training.RESULT]:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        self.archive.update(cid, metrics={**training.summarise([], finished), "stage": stage})
         attempt = self.archive.start_training(cid)
-        log.info("#%d %s: training on seeds %s (attempt %d)", cid, row["name"],
-                 list(self.config.training.seeds), attempt)
+        log.info("#%d %s: training on seeds %s%s (attempt %d)", cid, row["name"], todo,
+                 "" if stage["name"] == "full" and not finished else f" ({STAGE_WORDS[stage['name']]})",
+                 attempt - stage.get("attempts_before", 0))
         spec = training.spec_for(self.candidate(row), folder, self.config, self.beta,
-                                 train=importable_name(self.seams.train))
+                                 train=importable_name(self.seams.train), seeds=todo,
+                                 train_kwargs=self.seams.train_kwargs)
         if self.config.execution.workers > 1:
             self.jobs[cid] = self.executor.submit(spec)
         else:
             self.finish(cid, training.train_seeds(spec, self.seams.train))
 
     def finish(self, cid: int, results: list[dict]) -> None:
-        """training -> done (with fitness) | failed (with the reason of the first failed seed)."""
+        """training -> done (with fitness) | failed (with the reason of the first failed seed), or
+        on to the row's next stage: promotion after screening, extra seeds for a would-be best."""
         row = self.archive.get(cid)
+        stage = self.stage_of(row)
         timings = dict(row["timings"] or {})
-        timings["train_s"] = round(sum((r.get("seconds") or {}).get("total", 0.0) for r in results), 3)
-        metrics = training.summarise(results)
+        timings["train_s"] = round(timings.get("train_s", 0.0) + sum(
+            (r.get("seconds") or {}).get("total", 0.0) for r in results), 3)
+        new = {r.get("seed") for r in results}
+        prior = [p for p in (row["metrics"] or {}).get("per_seed") or []
+                 if p.get("status") == "done" and p.get("seed") not in new]
+        metrics = {**training.summarise(results, prior), "stage": stage}
+        finished = noise.per_seed_entries({"metrics": metrics})
         failed = [r for r in results if r.get("status") != "done"]
+        missing = [s for s in stage["seeds"] if s not in finished]
         status, reason, fitness, se = "done", None, None, None
-        if failed or len(results) != len(self.config.training.seeds):
+        main = [s for s in stage["seeds"] if s in self.config.training.seeds]
+        if (failed or missing) and not (stage["name"] == "extra" and all(s in finished for s in main)):
             status = "failed"
             reason = failed[0].get("reason") if failed else "training produced no result"
             if failed and "seed" in failed[0]:
                 reason = f"seed {failed[0]['seed']}: {reason}"
         else:
+            if failed or missing:  # an extra seed of a would-be best failed: scored on the rest
+                first = failed[0] if failed else {"seed": missing[0], "reason": "no result"}
+                reason = (f"best_extra_seeds: seed {first.get('seed')} failed ({first.get('reason')}); "
+                          "scored on the seeds that finished")
+            scored = results if not prior else \
+                [p for p in metrics["per_seed"] if p.get("status") == "done"]
+            scored = [r for r in scored if r.get("status") == "done"]
             try:
-                fitness, se = self.seams.score(results, self.config)
+                fitness, se = self.seams.score(scored, self.config)
             except Exception as err:  # noqa: BLE001 - a metric that is missing fails the row
                 status, reason = "failed", (f"fitness {self.config.fitness.function!r}: "
                                             f"{type(err).__name__}: {err}")
+        if status == "done" and stage["name"] == "screen":
+            ref = noise.reference_row(self.archive.rows(kind="baseline"))
+            paired = noise.paired_to({"metrics": metrics}, ref, self.config.fitness.metric,
+                                     self.noise_record())
+            decision = {"seeds": list(stage["seeds"]), "paired": paired,
+                        "promoted": not noise.clearly_negative(paired)}
+            rest = [s for s in self.config.training.seeds if s not in stage["seeds"]]
+            if decision["promoted"]:
+                why = ("no DPO result to pair with" if paired is None else
+                       f"paired difference to DPO {noise.interval_text(paired)} ({paired['what']})"
+                       + ("" if paired.get("hi") is not None else ": no interval, cannot tell"))
+                log.info("#%d %s: promoted after screening on seeds %s (%s); training on seeds %s",
+                         cid, row["name"], stage["seeds"], why, rest)
+                self.next_stage(cid, row, metrics, timings, {
+                    "name": "full", "seeds": list(self.config.training.seeds), "screen": decision})
+                return
+            reason = (f"screened out: paired difference to DPO on seed(s) {', '.join(map(str, stage['seeds']))} "
+                      f"{noise.interval_text(paired)} ({paired['what']}) is clearly negative; not trained "
+                      f"on seed(s) {', '.join(map(str, rest))}")
+            metrics["stage"] = {**stage, "screen": decision, "outcome": "screened out"}
+        elif (status == "done" and stage["name"] == "full" and row["kind"] == "candidate"
+              and self.config.training.best_extra_seeds > 0 and self.would_be_best(cid, fitness)):
+            extra = list(self.config.training.extra_seeds())
+            log.info("#%d %s: fitness %.4f would make it the best: training extra seeds %s first",
+                     cid, row["name"], fitness, extra)
+            self.next_stage(cid, row, metrics, timings, {
+                **{k: v for k, v in stage.items() if k == "screen"}, "name": "extra",
+                "seeds": list(self.config.training.seeds) + extra, "fitness_before": fitness})
+            return
         self.archive.update(cid, expect="training", status=status, reason=reason, metrics=metrics,
                             fitness=fitness, fitness_se=se, timings=timings, finished_at=time.time())
         (self.folder(row) / "metrics.json").write_text(json.dumps(
             {"status": status, "reason": reason, "fitness": fitness, "fitness_se": se, **metrics},
             indent=2, default=str))
-        score = f"fitness {fitness:.4f}" + (f" ± {se:.4f}" if se is not None else "") \
-            if fitness is not None else reason
+        scored_row = {**row, "metrics": metrics, "fitness": fitness, "fitness_se": se}
+        score = (f"fitness {noise.fitness_text(scored_row, self.config.fitness.function)}"
+                 if fitness is not None else reason)
+        if fitness is not None and reason:
+            score += f"; {reason}"
         log.info("#%d %s: %s: %s", cid, row["name"], status, score)
         self.tick()
+
+    def next_stage(self, cid: int, row: dict, metrics: dict, timings: dict, stage: dict) -> None:
+        """Record the row's next stage in the archive (still ``training``), then train it."""
+        stage = {**stage, "attempts_before": self.archive.get(cid)["attempts"]}
+        self.archive.update(cid, expect="training", metrics={**metrics, "stage": stage}, timings=timings)
+        self.start(cid)
+
+    def would_be_best(self, cid: int, fitness: float) -> bool:
+        """Whether ``fitness`` beats every finished candidate that was not screened out."""
+        others = [r["fitness"] for r in self.archive.rows(kind="candidate", status="done")
+                  if r["id"] != cid and r["fitness"] is not None and not screened_out(r)]
+        return not others or fitness > max(others)
 
     def advance(self, cid: int) -> None:
         """Take row ``cid`` from wherever it is to a final state (or into a worker)."""
         row = self.archive.get(cid)
         if row["status"] == "training":
-            if row["attempts"] >= self.config.training.max_attempts:
+            attempts = row["attempts"] - self.stage_of(row).get("attempts_before", 0)
+            if attempts >= self.config.training.max_attempts:
                 self.archive.update(cid, status="failed", finished_at=time.time(), reason=(
-                    f"training was interrupted {row['attempts']} times (the process died each "
+                    f"training was interrupted {attempts} times (the process died each "
                     "time); not retried"))
                 self.tick()
                 return
@@ -243,6 +349,7 @@ class Campaign:
                 from objectives.baselines import REGISTRY
                 a.add(kind="baseline", name=name, code=REGISTRY.get(name).source,
                       thought=REGISTRY.get(name).description, proposer="baseline")
+        self.store_noise()  # a calibration file's floor is known from the start
         total = len(cfg.baselines) + cfg.candidates
         done = a.count(status=FINAL)
         self.bar = tqdm(total=total, initial=min(done, total), desc="campaign", unit="cand",
@@ -253,6 +360,7 @@ class Campaign:
                 self.advance(row["id"])
             if cfg.execution.workers > 1:  # the proposer should see the baselines' fitness
                 self.wait(1)
+            self.store_noise()
             while a.count(kind="candidate") < cfg.candidates:
                 self.wait(cfg.execution.workers)
                 context = a.context(task=cfg.training.task, beta=self.beta, metric=cfg.fitness.metric,
@@ -261,6 +369,7 @@ class Campaign:
                 cid = self.record(self.proposer.propose(context))
                 self.advance(cid)
             self.wait(1)
+            self.store_noise()
         finally:
             for handle in self.jobs.values():
                 self.executor.cancel(handle)
@@ -288,14 +397,62 @@ def bounded(p: Proposal) -> Proposal:
         prompt_tokens=count(p.prompt_tokens), completion_tokens=count(p.completion_tokens))
 
 
+STAGE_WORDS = {"screen": "screening", "full": "promoted after screening", "extra": "extra seeds of a would-be best"}
+
+
+def screened_out(row: dict) -> bool:
+    """Whether successive halving stopped ``row`` after its screening seeds."""
+    return ((row.get("metrics") or {}).get("stage") or {}).get("outcome") == "screened out"
+
+
+def tags(row: dict) -> list[str]:
+    """Short words about how a row was trained: "screened out", "promoted", "+2 extra seeds"."""
+    stage = (row.get("metrics") or {}).get("stage") or {}
+    out = []
+    if stage.get("outcome") == "screened out":
+        out.append("screened out")
+    elif stage.get("screen"):
+        out.append("promoted")
+    if stage.get("name") == "extra":
+        config = row.get("config") or {}
+        main = set(((config.get("training") or {}).get("seeds")) or [])
+        extra = [s for s in stage.get("seeds", []) if s not in main] if main else []
+        out.append(f"+{len(extra) or '?'} extra seeds")
+    return out
+
+
 def summary(archive: Archive) -> dict:
+    """The campaign in numbers (what ``disco run`` prints and ``disco status --json`` starts from):
+    counts, the fitness used, the noise record, baselines, and the best candidate (not screened
+    out) with its paired difference to DPO."""
+    from discovery.config import CampaignConfig, UserError
+    rows = archive.rows()
+    try:
+        config = CampaignConfig.from_dict(archive.config or {}, warn=False)
+    except (UserError, TypeError):
+        config = None
+    metric = config.fitness.metric if config else (archive.config or {}).get("metric", "win_rate")
+    function = config.fitness.function if config else "mean_metric"
+    record = archive.meta("noise") or noise.from_baselines(rows, metric)
+    ref = noise.reference_row(rows)
+
+    def numbers(r: dict) -> dict:
+        paired = None if r is ref else noise.paired_to(r, ref, metric, record)
+        return {"fitness": r["fitness"], "fitness_se": r["fitness_se"], "n_seeds": noise.n_seeds(r),
+                "fitness_se_is": noise.se_words(r, function, metric),
+                "fitness_text": noise.fitness_text(r, function), "vs_dpo": paired, "tags": tags(r)}
+
+    baselines = {r["name"]: {"status": r["status"], **numbers(r)} for r in rows if r["kind"] == "baseline"}
     board = archive.leaderboard()
-    baselines = {r["name"]: {"fitness": r["fitness"], "fitness_se": r["fitness_se"], "status": r["status"]}
-                 for r in archive.rows(kind="baseline")}
-    best = next((r for r in board if r["kind"] == "candidate"), None)
-    return {"dir": str(archive.dir), "counts": archive.counts(), "baselines": baselines,
-            "best": None if best is None else {k: best[k] for k in (
-                "id", "name", "fitness", "fitness_se", "thought", "folder")}}
+    best = next((r for r in board if r["kind"] == "candidate" and not screened_out(r)), None)
+    return {"dir": str(archive.dir), "counts": archive.counts(),
+            "fitness": {"function": function, "metric": metric,
+                        "kl_budget": config.fitness.kl_budget if config else None,
+                        "kl_betas": list(config.fitness.kl_betas) if config and config.fitness.kl_budget else None,
+                        "described": config.fitness.describe() if config else f"mean {metric}"},
+            "noise": record, "noise_floor": noise.floor_line(record), "baselines": baselines,
+            "best": None if best is None else {**{k: best[k] for k in (
+                "id", "name", "fitness", "fitness_se", "thought", "folder")}, **numbers(best)}}
 
 
 class Shown(logging.Formatter):
@@ -403,6 +560,8 @@ def prepare(config: CampaignConfig, seams: Seams | None) -> Seams:
     function's ``check_config`` and, with workers, a train function a worker process can import."""
     seams = seams or Seams.default(config)
     seams.check_config(config)
+    if config.fitness.calibration:  # unreadable: one line, before anything is made
+        noise.load_calibration(config.fitness.calibration, config.fitness.metric, len(config.training.seeds))
     if config.execution.workers > 1:
         check_importable(seams.train, "train")
     return seams

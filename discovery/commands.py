@@ -148,30 +148,82 @@ def _fmt(fitness, se) -> str:
     return f"{fitness:.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
+def _se_cell(r: dict) -> str:
+    """The leaderboard's ± column: the se over seeds; a one-seed row has no seed-level ±, its
+    within-seed evaluation se is shown as such ("eval ...")."""
+    se = r.get("fitness_se")
+    if not isinstance(se, (int, float)):
+        return "-"
+    return f"{se:.4f}" if r.get("n_seeds", 0) >= 2 or not r["fitness_se_is"].startswith("one seed") \
+        else f"eval {se:.4f}"
+
+
+def _paired_line(p: dict | None) -> str:
+    """``paired difference +0.0120 [-0.0300, +0.0540] (95% CI over 3 seeds ...) ~ inside the noise floor``."""
+    from discovery.noise import interval_text
+    if p is None:
+        return "paired difference: no shared finished seed"
+    mark = {True: "  ~ inside the noise floor", None: "  ? cannot tell (no interval, no noise floor)",
+            False: ""}[p.get("within_noise")]
+    return f"paired difference {interval_text(p)} ({p['what']}){mark}"
+
+
+def _header(s: dict) -> list[str]:
+    """The lines that say which fitness the campaign used and how noisy it is."""
+    cfg = s.get("config") or {}
+    training = cfg.get("training") or {}
+    lines = [f"fitness: {s['fitness']['described']}"]
+    extra = []
+    screen = training.get("screen_seeds") or 0
+    if 0 < screen < len(training.get("seeds") or []):
+        extra.append(f"candidates screened on the first {screen} seed(s), promoted to all unless their "
+                     "paired difference to DPO is clearly negative")
+    if training.get("best_extra_seeds"):
+        extra.append(f"a would-be best trains {training['best_extra_seeds']} extra seed(s)")
+    if extra:
+        lines.append("seeds: " + "; ".join(extra))
+    lines.append(s["noise_floor"])
+    return lines
+
+
 def _print_summary(result: dict) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items() if v)
     say(f"\ncandidates: {counts or 'none'}")
+    say(f"fitness: {result['fitness']['described']}")
+    say(result["noise_floor"])
     for name, b in result["baselines"].items():
-        say(f"  baseline {name:<8} {_fmt(b['fitness'], b['fitness_se']) if b['status'] == 'done' else b['status']}")
+        say(f"  baseline {name:<8} {b['fitness_text'] if b['status'] == 'done' else b['status']}")
     best = result["best"]
     if best:
-        say(f"  best     #{best['id']} {best['name']}  {_fmt(best['fitness'], best['fitness_se'])}")
+        say(f"  best     #{best['id']} {best['name']}  {best['fitness_text']}")
+        say(f"           vs dpo: {_paired_line(best['vs_dpo'])}")
 
 
 def status(directory: str, top: int = 10) -> dict:
-    """The status of a campaign as one JSON-able dict (what ``disco status --json`` prints)."""
+    """The status of a campaign as one JSON-able dict (what ``disco status --json`` prints): the
+    summary (fitness used, noise floor, baselines, best), the leaderboard with each row's paired
+    difference to DPO (``vs_dpo``) and to every baseline (``vs_baselines``), each with its interval,
+    what the interval is, and whether it is inside the noise floor."""
     from discovery.archive import Archive
-    from discovery.campaign import summary
+    from discovery.campaign import summary, tags
+    from discovery.noise import fitness_text, n_seeds, paired_to, se_words
     with Archive.open(directory) as archive:
         out = summary(archive)
         board = archive.leaderboard()
+        metric, function, record = out["fitness"]["metric"], out["fitness"]["function"], out["noise"]
+        base_rows = {r["name"]: r for r in archive.rows(kind="baseline") if r["status"] == "done"}
         out["leaderboard"] = [
-            {k: r[k] for k in ("id", "kind", "name", "fitness", "fitness_se", "proposer")}
-            | {"vs_baselines": {n: (r["fitness"] - b["fitness"]) if b["fitness"] is not None else None
-                                for n, b in out["baselines"].items()},
+            {k: r[k] for k in ("id", "kind", "name", "fitness", "fitness_se", "proposer", "reason")}
+            | {"n_seeds": n_seeds(r), "fitness_se_is": se_words(r, function, metric),
+               "fitness_text": fitness_text(r, function), "tags": tags(r),
+               "vs_dpo": out["baselines"].get("dpo", {}).get("vs_dpo") if r["name"] == "dpo" and r["kind"] == "baseline"
+               else paired_to(r, base_rows.get("dpo"), metric, record),
+               "vs_baselines": {n: None if b["id"] == r["id"] else paired_to(r, b, metric, record)
+                                for n, b in base_rows.items()},
                "kl": (r["metrics"] or {}).get("mean", {}).get("kl")}
             for r in board[:top]]
-        out["in_progress"] = [{"id": r["id"], "name": r["name"], "status": r["status"]}
+        out["in_progress"] = [{"id": r["id"], "name": r["name"], "status": r["status"],
+                               "stage": ((r["metrics"] or {}).get("stage") or {}).get("name")}
                               for r in archive.rows(status=("proposed", "training"))]
         out["tokens"] = {k: sum(r[k] or 0 for r in archive.rows()) for k in
                          ("prompt_tokens", "completion_tokens")}
@@ -214,6 +266,7 @@ def state_line(s: dict) -> str:
 
 def _status(args) -> int:
     from discovery.archive import ArchiveError
+    from discovery.noise import interval_text, noise_mark
     try:
         s = status(args.dir, args.top)
     except ArchiveError as err:
@@ -222,33 +275,50 @@ def _status(args) -> int:
         print(json.dumps(s, indent=2, default=str))
         return 0
     cfg = s["config"]
-    training, fitness = cfg.get("training") or {}, cfg.get("fitness") or {}
-    score = (f"mean {fitness.get('metric')}" if fitness.get("function", "mean_metric") == "mean_metric"
-             else fitness.get("function"))
+    training = cfg.get("training") or {}
     say(f"campaign {s['dir']}: proposer {(cfg.get('proposer') or {}).get('name')}, task {training.get('task')}, "
-        f"seeds {training.get('seeds')}, beta {training.get('beta')}, fitness = {score}")
+        f"seeds {training.get('seeds')}, beta {training.get('beta')}")
+    for line in _header(s):
+        say(line)
     say(f"state: {state_line(s)}")
     say("counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) +
           f"  (of {cfg.get('candidates')} candidates)")
     if any(s["tokens"].values()):
         say(f"tokens: {s['tokens']['prompt_tokens']} prompt, {s['tokens']['completion_tokens']} completion")
-    say(f"\n{'rank':>4} {'id':>4}  {'name':<32} {'fitness':>17}  {'kl':>8}")
+    say(f"\n{'rank':>4} {'id':>4}  {'name':<30} {'fitness':>7} {'± se':>11} {'seeds':>5}  "
+        f"{'vs dpo, paired [95% interval]':<30} {'kl':>7}")
+    whats = []
     for i, r in enumerate(s["leaderboard"], 1):
         kl = f"{r['kl']:.3f}" if isinstance(r["kl"], (int, float)) else "-"
         tag = " (baseline)" if r["kind"] == "baseline" else ""
-        say(f"{i:>4} {r['id']:>4}  {(r['name'] + tag)[:32]:<32} {_fmt(r['fitness'], r['fitness_se']):>17}"
-              f"  {kl:>8}")
+        notes = "  " + ", ".join(r["tags"]) if r["tags"] else ""
+        p = r["vs_dpo"]
+        vs = "(reference)" if r["kind"] == "baseline" and r["name"] == "dpo" else \
+            f"{interval_text(p)} {noise_mark(p)}".rstrip()
+        if p is not None and p["what"] not in whats:
+            whats.append(p["what"])
+        say(f"{i:>4} {r['id']:>4}  {(r['name'] + tag)[:30]:<30} {r['fitness']:>7.4f} {_se_cell(r):>11} "
+            f"{r['n_seeds']:>5}  {vs:<30} {kl:>7}{notes}")
+    if s["leaderboard"]:
+        say("± se: standard error of the fitness over the row's seeds; a one-seed row has no seed-level ±"
+            " (\"eval\": its within-seed evaluation se, training noise not included)")
+        say("vs dpo: " + ("; ".join(whats) or "no interval") +
+            "; ~ inside the noise floor (the interval contains 0 or the difference is below the smallest "
+            "detectable), ? cannot tell")
     best = s["best"]
     if best:
-        say(f"\nbest candidate: #{best['id']} {best['name']}  {_fmt(best['fitness'], best['fitness_se'])}")
+        say(f"\nbest candidate: #{best['id']} {best['name']}  {best['fitness_text']}")
         for name, b in s["baselines"].items():
             if b["fitness"] is not None:
-                say(f"  vs {name:<6} {_fmt(b['fitness'], b['fitness_se']):>17}   "
-                      f"difference {best['fitness'] - b['fitness']:+.4f}")
+                pair = next((r["vs_baselines"].get(name) for r in s["leaderboard"] if r["id"] == best["id"]),
+                            None)
+                say(f"  vs {name:<6} {b['fitness_text']}")
+                say(f"         {_paired_line(pair)}")
             else:
                 say(f"  vs {name:<6} ({b['status']})")
     for r in s["in_progress"]:
-        say(f"in progress: #{r['id']} {r['name']} ({r['status']})")
+        stage = f", stage {r['stage']}" if r.get("stage") else ""
+        say(f"in progress: #{r['id']} {r['name']} ({r['status']}{stage})")
     return 0
 
 
@@ -256,18 +326,38 @@ def _show(args) -> int:
     from pathlib import Path
 
     from discovery.archive import Archive, ArchiveError
+    from discovery.campaign import summary, tags
+    from discovery.noise import fitness_text, paired_to, reference_row, se_words
     try:
         with Archive.open(args.dir) as archive:
             row = archive.find(args.candidate)
+            s = summary(archive)
+            ref = reference_row(archive.rows(kind="baseline"))
     except ArchiveError as err:
         return _fail(str(err))
+    f = s["fitness"]
+    context = {"noise": s["noise"], "floor": s["noise_floor"], "function": f["function"],
+               "described": f["described"], "tags": tags(row), "se_is": se_words(row, f["function"], f["metric"]),
+               "vs_dpo": None if ref is None or ref["id"] == row["id"] else paired_to(row, ref, f["metric"], s["noise"])}
     if args.json:
-        print(json.dumps(row, indent=2, default=str))
+        print(json.dumps(row | {"noise": context["noise"], "vs_dpo": context["vs_dpo"],
+                                "fitness_se_is": context["se_is"], "tags": context["tags"]},
+                         indent=2, default=str))
         return 0
     folder = Path(args.dir) / row["folder"]
-    say(f"#{row['id']} {row['name']}  [{row['kind']}, {row['status']}, proposer {row['proposer']}]")
+    say(f"#{row['id']} {row['name']}  [{row['kind']}, {row['status']}, proposer {row['proposer']}]"
+        + "".join(f" ({t})" for t in context["tags"]))
     if row["fitness"] is not None:
-        say(f"fitness: {_fmt(row['fitness'], row['fitness_se'])}")
+        say(f"fitness: {fitness_text(row, context['function'])}  [{context['described']}]")
+        if not (row["kind"] == "baseline" and row["name"] == "dpo"):
+            say(f"vs dpo: {_paired_line(context['vs_dpo'])}")
+        say(context["floor"])
+    stage = (row["metrics"] or {}).get("stage") or {}
+    if stage.get("screen"):
+        decision = stage["screen"]
+        say(f"screening on seed(s) {decision.get('seeds')}: "
+            + ("promoted" if decision.get("promoted") else "screened out")
+            + (f", {_paired_line(decision.get('paired'))}" if decision.get("paired") else ", no DPO result"))
     if row["reason"]:
         say(f"reason: {row['reason']}")
     say(f"\nhypothesis:\n  {row['thought'] or '(none)'}")

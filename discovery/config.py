@@ -163,7 +163,8 @@ class TrainingConfig(_Section):
     """The inner loop each candidate is trained with; fitness is over ``seeds``."""
 
     PREFIX: ClassVar[str] = "training."
-    RANGES: ClassVar[dict] = {"beta": "> 0", "timeout": "> 0", "max_attempts": "int >= 1"}
+    RANGES: ClassVar[dict] = {"beta": "> 0", "timeout": "> 0", "max_attempts": "int >= 1",
+                              "screen_seeds": "int >= 0", "best_extra_seeds": "int >= 0"}
     OPTIONAL: ClassVar[frozenset] = frozenset({"beta"})
     CHOICES: ClassVar[dict] = {"isolation": ("auto", "none", "process", "sandbox")}
 
@@ -173,7 +174,22 @@ class TrainingConfig(_Section):
     overrides: dict = dataclasses.field(default_factory=dict)  # TrainConfig/task overrides
     timeout: float = 600.0              # seconds per training run (one seed)
     isolation: str = "auto"             # run_candidate's isolation for candidate code
-    max_attempts: int = 2               # training starts per row before a crashing row is failed
+    max_attempts: int = 2               # training starts per row (per stage) before a crashing row is failed
+    screen_seeds: int = 0               # successive halving: > 0, a candidate first trains on the first
+                                        # screen_seeds seeds and trains on the rest only when its paired
+                                        # difference to DPO there is not clearly negative (0: off; as
+                                        # many as seeds or more: no screening); baselines train on all
+    best_extra_seeds: int = 0           # a candidate that would become the best first trains this many
+                                        # extra seeds (after the largest of seeds) and is scored on all
+
+    def screens(self) -> bool:
+        """Whether candidates are screened: 0 < screen_seeds < the number of seeds."""
+        return 0 < self.screen_seeds < len(self.seeds)
+
+    def extra_seeds(self) -> tuple[int, ...]:
+        """The seeds a would-be best trains on besides ``seeds``: max+1, ..., max+best_extra_seeds."""
+        top = max(self.seeds)
+        return tuple(range(top + 1, top + 1 + self.best_extra_seeds))
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", check_seeds(self.seeds, "training.seeds"))
@@ -221,19 +237,59 @@ class JudgeConfig(_Section):
                         request_timeout=self.request_timeout, max_retries=self.max_retries)
 
 
+DEFAULT_METRIC = "win_rate"             # fitness.metric when none is set
+MATCHED_KL_METRIC = "reward_at_kl"      # ... and when fitness.kl_budget is set (inner_loop.matched_kl)
+
+
 @dataclasses.dataclass(frozen=True)
 class FitnessConfig(_Section):
     """How a trained candidate is scored: ``function`` of the per-seed results."""
 
     PREFIX: ClassVar[str] = "fitness."
     SECTIONS: ClassVar[dict] = {"judge": JudgeConfig}
+    RANGES: ClassVar[dict] = {"kl_budget": "> 0"}
+    OPTIONAL: ClassVar[frozenset] = frozenset({"kl_budget"})
 
     function: str = "mean_metric"       # "mean_metric", or a judge of evaluation.fitness.JUDGES
-    metric: str = "win_rate"            # the per-seed metric mean_metric averages
+    metric: str | None = None           # the per-seed metric mean_metric averages; None: DEFAULT_METRIC,
+                                        # or MATCHED_KL_METRIC when kl_budget is set
     judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+    calibration: str | None = None      # a `disco calibrate --out` JSON: the noise floor the campaign
+                                        # stores and shows (None: estimated from its own baselines)
+    kl_budget: float | None = None      # fitness at matched KL: train each seed once per beta of kl_betas
+                                        # (inner_loop.matched_kl) and score the gold reward at this KL
+    kl_betas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)  # the beta sweep of matched-KL fitness
 
     def __post_init__(self):
+        if self.metric is None:
+            object.__setattr__(self, "metric", MATCHED_KL_METRIC if self.kl_budget is not None
+                               else DEFAULT_METRIC)
+        if not isinstance(self.metric, str) or not self.metric:
+            raise UserError(f"fitness.metric must be a metric name, not {self.metric!r}")
+        if self.calibration is not None and (not isinstance(self.calibration, str) or not self.calibration):
+            raise UserError(f"fitness.calibration must be the path of a `disco calibrate --out` JSON "
+                            f"file, not {self.calibration!r}")
+        betas = self.kl_betas
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__iter__"):
+            raise UserError(f"fitness.kl_betas must be a list of numbers > 0, not {betas!r}")
+        betas = tuple(betas)
+        for b in betas:
+            check("each of fitness.kl_betas", b, "> 0")
+        if len(set(betas)) < 2:
+            raise UserError(f"fitness.kl_betas must hold at least two distinct betas (the reward at the "
+                            f"budget is interpolated between them), not {list(betas)}")
+        object.__setattr__(self, "kl_betas", betas)
         self._check()
+
+    def describe(self) -> str:
+        """Which fitness this is, in words: function, metric, and the matched-KL budget if any."""
+        if self.function != "mean_metric":
+            return f"{self.function} (LLM judge; fitness.metric unused)"
+        words = f"mean_metric of {self.metric} over seeds"
+        if self.kl_budget is not None:
+            words += (f", at matched KL {self.kl_budget:g} (gold reward interpolated over betas "
+                      f"{', '.join(f'{b:g}' for b in self.kl_betas)})")
+        return words
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,9 @@ builds them by plain imports of the project's own modules::
     validate        objectives.validate:validate
     fingerprint     objectives.fingerprint:fingerprint (find_duplicate, Fingerprint.from_dict)
     inspect         objectives.inspection:inspect_objective   (None: config.execution.inspect off)
-    train           inner_loop.runner:run_candidate
+    train           inner_loop.runner:run_candidate, or with fitness.kl_budget set
+                    discovery.seams:train_at_matched_kl (inner_loop.matched_kl.run_matched_kl, its
+                    betas and budget in ``train_kwargs``, which travel in the worker's JSON spec)
     fitness         fitness_function(config.fitness.function)
 
 and a test passes its own :class:`Seams` instead. Nothing is looked up by a dotted string from the
@@ -99,6 +101,18 @@ def fitness_function(name: str) -> Callable:
     return JUDGES[name] if isinstance(JUDGES, dict) else JUDGES.get(name)
 
 
+# -- matched-KL training ------------------------------------------------------------------------
+
+def train_at_matched_kl(objective, *, kl_budget: float, betas, **kwargs):
+    """The train seam of a matched-KL fitness: :func:`inner_loop.matched_kl.run_matched_kl` with the
+    campaign's ``fitness.kl_budget`` and ``fitness.kl_betas`` (given as :attr:`Seams.train_kwargs`,
+    so a worker process gets them from its JSON spec; a module-level function, so it imports by
+    name). The campaign's ``beta`` is passed on and ignored there: the sweep's betas replace it."""
+    from inner_loop.matched_kl import run_matched_kl
+    return run_matched_kl(objective, kl_budget=float(kl_budget), betas=tuple(float(b) for b in betas),
+                          **kwargs)
+
+
 # -- the seams ----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -112,22 +126,32 @@ class Seams:
     inspect: Callable | None = None         # (Candidate, out_dir, beta=) -> summary
     fitness: Callable = mean_metric         # (results, config) -> (fitness, se)
     train: Callable | None = None           # run_candidate's signature, kind= included
+    train_kwargs: dict = dataclasses.field(default_factory=dict)  # JSON-able keywords every train call gets
 
     @classmethod
     def default(cls, config) -> "Seams":
         """The project's own functions (see the module docstring)."""
         from inner_loop.runner import run_candidate
         from objectives import fingerprint, inspection, validate
+        train, train_kwargs = run_candidate, {}
+        if config.fitness.kl_budget is not None:
+            train = train_at_matched_kl
+            train_kwargs = {"kl_budget": config.fitness.kl_budget, "betas": list(config.fitness.kl_betas)}
         return cls(validate=validate.validate, fingerprint=fingerprint.fingerprint,
                    fingerprint_from_dict=fingerprint.Fingerprint.from_dict,
                    find_duplicate=fingerprint.find_duplicate,
                    inspect=inspection.inspect_objective if config.execution.inspect else None,
-                   fitness=fitness_function(config.fitness.function), train=run_candidate)
+                   fitness=fitness_function(config.fitness.function), train=train,
+                   train_kwargs=train_kwargs)
 
     def describe(self) -> dict:
-        """Each seam as ``module:function`` (None: not taken), as the archive records it."""
-        return {f.name: None if getattr(self, f.name) is None else importable_name(getattr(self, f.name))
-                for f in dataclasses.fields(self)}
+        """Each seam as ``module:function`` (None: not taken), as the archive records it; the train
+        seam's fixed keywords as ``train_kwargs`` when there are any."""
+        out = {f.name: None if getattr(self, f.name) is None else importable_name(getattr(self, f.name))
+               for f in dataclasses.fields(self) if f.name != "train_kwargs"}
+        if self.train_kwargs:
+            out["train_kwargs"] = dict(self.train_kwargs)
+        return out
 
     def check_config(self, config) -> None:
         """Before anything trains: the fitness function's own ``check_config(config)`` (a judge that

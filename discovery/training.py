@@ -30,14 +30,17 @@ SPEC = "worker.json"
 LOG = "worker.log"
 
 
-def spec_for(candidate, folder: Path, config, beta: float, train: str) -> dict:
+def spec_for(candidate, folder: Path, config, beta: float, train: str, seeds=None,
+             train_kwargs: dict | None = None) -> dict:
     """The JSON a worker needs: ``candidate`` (a :class:`~objectives.candidate.Candidate`) as its
-    reference and measured kind, the training settings, and ``train``, the train function's
-    ``module:function`` name."""
+    reference and measured kind, the training settings, ``seeds`` (default: ``training.seeds``),
+    ``train``, the train function's ``module:function`` name, and ``train_kwargs``, keywords every
+    call of it gets (the matched-KL budget and betas; see :class:`discovery.seams.Seams`)."""
     t = config.training
     return {"objective": candidate.ref, "kind": candidate.kind, "task": t.task, "beta": beta,
-            "seeds": list(t.seeds), "timeout": t.timeout, "isolation": t.isolation,
-            "overrides": dict(t.overrides), "train": train, "folder": str(folder)}
+            "seeds": list(t.seeds if seeds is None else seeds), "timeout": t.timeout,
+            "isolation": t.isolation, "overrides": dict(t.overrides), "train": train,
+            "train_kwargs": dict(train_kwargs or {}), "folder": str(folder)}
 
 
 def train_seeds(spec: dict, train=None) -> list[dict]:
@@ -60,7 +63,8 @@ def train_seeds(spec: dict, train=None) -> list[dict]:
             try:
                 r = train(spec["objective"], task=spec["task"], beta=spec["beta"], seed=seed,
                           out_dir=str(out), isolation=spec["isolation"], timeout=spec["timeout"],
-                          progress=False, kind=spec.get("kind"), **spec["overrides"])
+                          progress=False, kind=spec.get("kind"), **spec.get("train_kwargs", {}),
+                          **spec["overrides"])
                 d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
             except Exception as err:  # noqa: BLE001 - the trainer should not raise; record it if so
                 traceback.print_exc()
@@ -71,9 +75,11 @@ def train_seeds(spec: dict, train=None) -> list[dict]:
     return results
 
 
-def summarise(results: list[dict]) -> dict:
-    """What goes into the archive's ``metrics`` column: per-seed metrics and their means."""
-    per_seed = []
+def summarise(results: list[dict], prior: list[dict] = ()) -> dict:
+    """What goes into the archive's ``metrics`` column: per-seed metrics and their means;
+    ``prior``: per-seed entries of seeds that finished in an earlier stage (successive halving),
+    kept first."""
+    per_seed = [dict(p) for p in prior]
     for r in results:
         losses = r.get("losses") or []
         per_seed.append({"seed": r.get("seed"), "status": r.get("status"), "reason": r.get("reason"),
