@@ -6,8 +6,12 @@ inline, and one inline script only marks ``<body data-images=N data-images-decod
 missing:
 
 1. the campaign's resolved config and status counts;
-2. the leaderboard (candidates and baselines by fitness, with the fitness interval and what it is,
-   the number of seeds, and reward and KL averaged over seeds) and the rows that failed, with reasons;
+   with the fitness it used (function, metric, matched-KL budget) and its noise floor with the source
+   (archive meta ``"noise"``, :mod:`discovery.noise`);
+2. the leaderboard (candidates and baselines by fitness, with the fitness's ± and what it is (a
+   one-seed row has no seed-level ±), the number of seeds, the paired difference to DPO with its
+   interval and what that is, marked ≈ inside the noise floor, and reward and KL averaged over
+   seeds) and the rows that failed, with reasons;
 3. fitness over the campaign (a plot drawn here from the archive, by archive row id as ``disco
    status`` prints it, with ±1 se bars);
 4. held-out comparison (``DIR/heldout.json``) and any ``disco compare`` result (``DIR/comparison.json``);
@@ -33,6 +37,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
+from discovery import noise
 from discovery.text import shown
 from evaluation.campaign import CampaignResults, metric_means, read_campaign, seeds_done
 from evaluation.frontier import FRONTIER_PNG, SWEEP_JSON
@@ -115,8 +120,62 @@ def interval_words(c: CampaignResults, row: dict) -> str:
     if n is None:
         return "± standard error (number of seeds not recorded)"
     if n > 1:
-        return f"mean ± standard error over {n} seeds"
-    return f"one seed: ± that seed's within-seed evaluation SE ({c.metric}_se, over held-out prompts)"
+        return f"mean ± se over {n} seeds"
+    return (f"one seed: no seed-level ±; in parentheses that seed's within-seed eval se ({c.metric}_se, over "
+            "held-out prompts; training noise not included)")
+
+
+def fitness_cell(c: CampaignResults, row: dict) -> str:
+    """The fitness with its ± when that is a se over seeds; a one-seed row's within-seed eval se is
+    shown in parentheses, never as ±."""
+    se = row.get("fitness_se")
+    if c.config.fitness.function == "mean_metric" and (seeds_done(row) or 0) <= 1 \
+            and isinstance(se, (int, float)) and math.isfinite(se):
+        return f"{num(row.get('fitness'))} <span class='muted small'>(eval&nbsp;se&nbsp;{num(se)})</span>"
+    return pm(row.get("fitness"), se)
+
+
+def campaign_noise(c: CampaignResults) -> dict:
+    """The campaign's noise record: archive meta ``"noise"`` as the campaign stored it, else
+    estimated from the baselines here (:func:`discovery.noise.from_baselines`)."""
+    record = getattr(c, "noise", None)
+    if record is None:
+        from discovery.archive import DB_NAME, Archive
+        if (Path(c.dir) / DB_NAME).is_file():
+            with Archive.open(c.dir) as archive:
+                record = archive.meta("noise")
+    record = record or noise.from_baselines(c.rows, c.metric)
+    try:
+        c.noise = record  # read once per page
+    except AttributeError:
+        pass
+    return record
+
+
+def paired_dpo(c: CampaignResults, row: dict, record: dict) -> dict | None:
+    """``row``'s paired difference to DPO (None for DPO itself or without DPO)."""
+    ref = noise.reference_row(c.rows)
+    if ref is None or ref.get("id") == row.get("id"):
+        return None
+    return noise.paired_to(row, ref, c.metric, record)
+
+
+def paired_cell(p: dict | None, row: dict) -> str:
+    if row.get("kind") == "baseline" and row.get("name") == noise.REFERENCE:
+        return "<td class='num muted'>reference</td>"
+    if p is None:
+        return "<td class='num muted'>—</td>"
+    cls = ""
+    if p.get("within_noise") is False and p.get("lo") is not None:
+        cls = "better" if p["diff"] > 0 else "worse"
+    mark = {True: " ≈", None: " ?", False: ""}[p.get("within_noise")]
+    text = esc(noise.interval_text(p)).replace(", ", ",&nbsp;")
+    return f"<td class='num {cls}' title='{esc(p['what'])}'>{text}{mark}</td>"
+
+
+def stage_badges(row: dict) -> str:
+    from discovery.campaign import tags
+    return "".join(f"<span class=badge>{esc(t)}</span>" for t in tags(row))
 
 
 def _read_json(path: Path):
@@ -137,8 +196,9 @@ def setting(config: dict, key: str):
 
 def config_section(c: CampaignResults) -> str:
     config = c.config.to_dict()
-    keys = ("training.task", "training.seeds", "training.beta", "fitness.metric", "fitness.function", "candidates",
-            "training.overrides", "training.isolation")
+    keys = ("training.task", "training.seeds", "training.beta", "fitness.metric", "fitness.function",
+            "fitness.kl_budget", "fitness.calibration", "training.screen_seeds", "training.best_extra_seeds",
+            "candidates", "training.overrides", "training.isolation")
     # the proposer as a reader needs it: "model" is a field of every config, used only by "openai"
     rows = f"<tr><th>proposer</th><td>{esc(c.proposer)}</td></tr>" + "".join(
         f"<tr><th>{esc(k)}</th><td><code>{esc(json.dumps(setting(config, k)))}</code></td></tr>" for k in keys)
@@ -147,7 +207,8 @@ def config_section(c: CampaignResults) -> str:
         counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no candidates yet"
     return (f"<h2>Campaign</h2><p>{len(c.candidates())} candidates: {esc(status)}; "
-            f"{len(c.baselines())} baselines.</p>" + boxed(rows))
+            f"{len(c.baselines())} baselines.</p><p id='fitness-used'>Fitness: {esc(c.config.fitness.describe())}.</p>"
+            f"<p id='noise-floor'>{esc(noise.floor_line(campaign_noise(c)))}.</p>" + boxed(rows))
 
 
 def metric_columns(c: CampaignResults) -> list[str]:
@@ -159,33 +220,43 @@ def metric_columns(c: CampaignResults) -> list[str]:
 def leaderboard_section(c: CampaignResults) -> str:
     metric = c.metric
     cols = metric_columns(c)
+    record = campaign_noise(c)
     head = "".join(th(m, note="(mean over the row's finished seeds)") for m in cols)
-    body, kinds = [], set()
+    body, kinds, whats = [], set(), []
     for rank, r in enumerate(c.leaderboard(), 1):
         m = metric_means(r)
         base = r.get("kind") == "baseline"
         n = seeds_done(r)
         kinds.add("many" if (n or 0) > 1 else "one" if n == 1 else "?")
+        p = paired_dpo(c, r, record)
+        if p is not None and p["what"] not in whats:
+            whats.append(p["what"])
         cells = "".join(f'<td class="num">{num(m.get(k))}</td>' for k in cols)
         body.append(f'<tr class="{"baseline" if base else ""}"><td class="num">{rank}</td><td class="num">{r["id"]}</td>'
-                    f'<td>{esc(r["name"])}{"<span class=badge>baseline</span>" if base else ""}</td>'
-                    f'<td class="num" title="{esc(interval_words(c, r))}">{pm(r["fitness"], r.get("fitness_se"))}</td>'
-                    f'<td class="num">{n if n is not None else "—"}</td>{cells}</tr>')
+                    f'<td>{esc(r["name"])}{"<span class=badge>baseline</span>" if base else ""}{stage_badges(r)}</td>'
+                    f'<td class="num" title="{esc(interval_words(c, r))}">{fitness_cell(c, r)}</td>'
+                    f'<td class="num">{n if n is not None else "—"}</td>{paired_cell(p, r)}{cells}</tr>')
     what = []
     if "many" in kinds:
         what.append("with several seeds, fitness is the mean over seeds ± its standard error across seeds")
     if "one" in kinds:
-        what.append(f"with one seed, the ± is that seed's within-seed evaluation SE ({esc(metric)}_se, over "
-                    "held-out prompts), which says nothing about seed-to-seed variation")
-    out = [f"<h2>Leaderboard</h2><p class='muted small'>Fitness = the campaign's {esc(metric)} on the search "
+        what.append(f"a one-seed row has no seed-level ±: in parentheses is that seed's within-seed evaluation se "
+                    f"({esc(metric)}_se, over held-out prompts), which says nothing about seed-to-seed variation")
+    out = [f"<h2>Leaderboard</h2><p class='muted small'>Fitness = {esc(c.config.fitness.describe())} on the search "
            "settings (in-sample: the best of many is flattered; see the held-out comparison); "
            + "; ".join(what or ["± is the fitness function's standard error"])
            + ". <i>seeds</i>: finished training seeds; the other columns are means over them. "
+           "<i>− DPO</i>: the paired difference to DPO on the seeds both finished, with its interval ("
+           + esc("; ".join(whats) or "none yet") + "); ≈ inside the noise floor (the interval contains 0 or the "
+           "difference is below the smallest detectable), ? cannot tell; green/red: outside it. "
+           f"{esc(noise.floor_line(record))}. "
            "<i>id</i> is the archive row id, as <code>disco status</code> and <code>disco show</code> use it.</p>"]
     if body:
         out.append(boxed(f"<tr><th>#</th><th title='archive row id (disco status, disco show)'>id</th><th>objective</th>"
-                         f"{th('fitness', 'fitness (mean ± SE)', 'The ± : hover a value for what it is here.')}"
-                         f"<th title='finished training seeds'>seeds</th>{head}</tr>{''.join(body)}", id="leaderboard"))
+                         f"{th('fitness', 'fitness (± se over seeds)' if 'many' in kinds else 'fitness (one seed: eval se)', 'Hover a value for what its error is here.')}"
+                         f"<th title='finished training seeds'>seeds</th>"
+                         f"<th title='paired difference to DPO on shared seeds; hover a value for its interval'>− DPO "
+                         f"<span class='muted small'>[interval]</span></th>{head}</tr>{''.join(body)}", id="leaderboard"))
     else:
         out.append("<p class='note'>No finished rows yet.</p>")
     failed = [r for r in c.rows if r.get("status") not in ("done",)]
@@ -228,7 +299,9 @@ def fitness_figure(c: CampaignResults):
     if data["done"]:
         xs = [i for i, _, _ in data["done"]]
         es = [se or 0.0 for _, _, se in data["done"]]
-        ax.errorbar(xs, ys, yerr=es, fmt="o", color="C0", ms=5, capsize=2, lw=1, label="candidate (±1 se)")
+        one = any((seeds_done(r) or 0) <= 1 for r in c.candidates() if r.get("status") == "done")
+        ax.errorbar(xs, ys, yerr=es, fmt="o", color="C0", ms=5, capsize=2, lw=1,
+                    label="candidate (±1 within-seed eval se: one seed)" if one else "candidate (±1 se over seeds)")
         best, run = [], -math.inf
         for y in ys:
             run = max(run, y)
@@ -382,17 +455,20 @@ def candidate_card(c: CampaignResults, row: dict) -> str:
     folder = c.folder(row)
     title = f"#{row['id']} {esc(row['name'])}"
     status = row.get("status")
-    score = f"fitness {pm(row.get('fitness'), row.get('fitness_se'))}" if status == "done" \
+    score = f"fitness {fitness_cell(c, row)}" if status == "done" \
         else f"<span class='fail'>{esc(status)}</span>"
     out = [f"<div class='card'><h3>{title} <span class='muted small'>{score}</span></h3>"]
     if status == "done":
         m = metric_means(row)
-        facts = [f"fitness = {esc(c.metric)}, {esc(interval_words(c, row))}"] + [
+        p = paired_dpo(c, row, campaign_noise(c))
+        vs = [] if p is None else [f"− DPO {esc(noise.interval_text(p))} ({esc(p['what'])})"
+                                   + (" ≈ inside the noise floor" if p.get("within_noise") else "")]
+        facts = [f"fitness = {esc(c.metric)}, {esc(interval_words(c, row))}"] + vs + [
             f"<span title='{esc(define(k))}'>{esc(k)} {num(m.get(k))}</span>"
             for k in metric_columns(c) if isinstance(m.get(k), (int, float))]
         out.append(f"<p class='small'>{' · '.join(facts)}</p>")
-    if status != "done" and row.get("reason"):
-        out.append(f"<p class='fail small'>{esc(row['reason'][:600])}</p>")
+    if row.get("reason"):
+        out.append(f"<p class='{'small' if status == 'done' else 'fail small'}'>{esc(row['reason'][:600])}</p>")
     if row.get("thought"):
         out.append(f"<p><b>Hypothesis.</b> {esc(row['thought'][:2000])}</p>")
     if row.get("code"):

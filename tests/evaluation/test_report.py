@@ -174,10 +174,15 @@ def test_the_fitness_interval_says_what_it_is_and_kl_and_reward_are_seed_means(t
     from tests.evaluation.fakes import KL, config_with
 
     one = write_report(make_campaign(tmp_path / "one")).read_text()
-    assert "one seed: ± that seed&#x27;s within-seed evaluation SE (win_rate_se" in one
+    assert "one seed: no seed-level ±; in parentheses that seed&#x27;s within-seed eval se (win_rate_se" in one
+    lb_one = one[one.index('id="leaderboard"'):]
+    lb_one = lb_one[:lb_one.index("</table>")]
+    assert "&nbsp;±&nbsp;" not in lb_one and "± se" not in lb_one  # a one-seed campaign has no seed-level ±
+    assert "(eval&nbsp;se&nbsp;0.0200)" in lb_one
+    assert "noise floor: unknown (one seed: run `disco calibrate`)" in one
     three = make_campaign(tmp_path / "three", config_with({"training.seeds": [0, 1, 2]}))
     page = build_html(read_campaign(three))
-    assert "mean ± standard error over 3 seeds" in page and "within-seed" not in page
+    assert "mean ± se over 3 seeds" in page and "within-seed" not in page
     with Archive.open(three) as a:
         good = next(r for r in a.rows() if r["name"] == "good")
     assert good["metrics"]["mean"]["kl"] == pytest.approx(KL["good"])  # summarise's shape, as a campaign stores it
@@ -186,7 +191,8 @@ def test_the_fitness_interval_says_what_it_is_and_kl_and_reward_are_seed_means(t
     good_row = next(tr for tr in lb.split("<tr") if ">good<" in tr)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", good_row)
     assert cells[1] == str(good["id"]) and cells[3].startswith("0.7100&nbsp;±&nbsp;") and cells[4] == "3"
-    assert cells[5:] == [f"{good['metrics']['mean']['reward']:.4f}", f"{KL['good']:.4f}"]  # reward, kl
+    assert cells[5].startswith("+0.1100 [+0.1100,&nbsp;+0.1100]")  # paired to DPO: the same offsets per seed
+    assert cells[6:] == [f"{good['metrics']['mean']['reward']:.4f}", f"{KL['good']:.4f}"]  # reward, kl
     card = page[page.index(f"#{good['id']} good"):]
     assert f"kl {KL['good']:.4f}" in card[:card.index("</div>")] and "reward 0.9100" in card
 
@@ -234,3 +240,41 @@ def test_the_report_defines_its_metrics_from_the_glossary(campaign):
         assert f"<dt>{key}</dt><dd>{html.escape(text)}</dd>" in page
     assert f"<dt>trl/</dt><dd>{html.escape(TRL_NOTE)}</dd>" in page
     assert "rewards/chosen" not in page.replace(html.escape(TRL_NOTE), "")  # no TRL key outside trl/
+
+
+def test_the_leaderboard_pairs_each_row_with_dpo_by_hand(tmp_path):
+    """Per-seed win rates chosen here; the interval is the t-interval over the seeds' differences."""
+    import math
+    import statistics
+
+    from discovery.archive import Archive
+    from discovery.training import summarise
+    from evaluation.campaign import read_campaign
+    from evaluation.report import build_html
+    from tests.evaluation.fakes import config_with
+
+    wins = {"dpo": [0.60, 0.64, 0.58], "ipo": [0.59, 0.61, 0.60], "good": [0.66, 0.67, 0.63],
+            "meh": [0.61, 0.62, 0.61]}
+    with Archive.create(tmp_path / "c", config_with({"training.seeds": [0, 1, 2]})) as a:
+        for name, values in wins.items():
+            cid = a.add(kind="baseline" if name in ("dpo", "ipo") else "candidate", name=name, code=name)
+            results = [{"seed": s, "status": "done", "metrics": {"win_rate": v, "win_rate_se": 0.02}}
+                       for s, v in enumerate(values)]
+            a.update(cid, status="done", fitness=statistics.fmean(values),
+                     fitness_se=statistics.stdev(values) / math.sqrt(3), metrics=summarise(results))
+    page = build_html(read_campaign(tmp_path / "c"))
+    d = [g - r for g, r in zip(wins["good"], wins["dpo"])]       # +0.06, +0.03, +0.05
+    half = 4.302652729911275 * statistics.stdev(d) / math.sqrt(3)  # t(0.975, 2)
+    mean = statistics.fmean(d)
+    lb = page[page.index('id="leaderboard"'):]
+    lb = lb[:lb.index("</table>")]
+    good = next(tr for tr in lb.split("<tr") if ">good<" in tr)
+    assert f"{mean:+.4f} [{mean - half:+.4f},&nbsp;{mean + half:+.4f}]" in good
+    assert "title='95% CI over 3 seeds (t, paired by seed)'" in good and "≈" not in good
+    meh = next(tr for tr in lb.split("<tr") if ">meh<" in tr)
+    assert "≈" in meh  # +0.0067 with an interval that contains 0: inside the noise floor
+    # no calibration: the floor is estimated from DPO - IPO per seed, and says so
+    sd = statistics.stdev([x - y for x, y in zip(wins["dpo"], wins["ipo"])])
+    assert f"smallest detectable difference {2.8015852181 * sd / math.sqrt(3):.4f}" in page
+    assert "estimated from this campaign&#x27;s baselines: DPO - IPO per seed over 3 seeds" in page
+    assert "Fitness: mean_metric of win_rate over seeds." in page
