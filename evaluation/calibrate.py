@@ -236,7 +236,7 @@ def format_calibration(d: dict, digits: int = 4) -> str:
     beta = d.get("beta")
     samples = describe_evaluation(d.get("evaluation") or {})
     head = (f"noise floor of {d['metric']} on {d.get('task', '?')} (beta {'default' if beta is None else f'{beta:g}'}"
-            + (f"; {setting}" if setting else "") + f"): {', '.join(d['objectives'])} on {d['n_seeds']} seeds "
+            + (f"; {setting}" if setting else "") + f"): {', '.join(d['objectives'])} on {d['n_seeds']} seed{'s' if d['n_seeds'] != 1 else ''} "
             f"({' '.join(map(str, d['seeds']))})" + (f"; {samples}" if samples else ""))
     w = d["what"]
     rows = [

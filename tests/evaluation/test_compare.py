@@ -140,3 +140,61 @@ def test_win_rate_is_also_compared_with_the_sft_model_at_one_half():
         assert row.vs_null.lo <= row.vs_null.mean <= row.vs_null.hi
     assert "- 0.5 (SFT) [95% CI]" in format_table(table)
     assert summarise(runs, "kl", baselines=("dpo",), n_boot=200).rows[0].vs_null is None
+
+
+MEH = "def meh(rho, beta):\n    return rho\n"
+
+
+def test_several_candidates_against_a_baseline_are_also_corrected_for_the_family():
+    runs = run_grid({"dpo": "dpo", "ipo": "ipo", "good": GOOD, "meh": MEH}, settings([0, 1, 2, 3, 4]),
+                    runner=FakeRunner(per_prompt=20))
+    table = summarise(runs, "win_rate", baselines=("dpo", "ipo"), n_boot=999)
+    # the family of a baseline's column: the candidates (not the baselines) compared with it
+    assert table.families == {"dpo": ["good", "meh"], "ipo": ["good", "meh"]}
+    rows = {r.objective: r for r in table.rows}
+    assert rows["dpo"].corrected == {} and rows["ipo"].corrected == {}
+    good, meh = rows["good"], rows["meh"]
+    for b in ("dpo", "ipo"):
+        assert good.corrected[b].m == 2
+        # Bonferroni at 1 - 0.05/2 from the same replicates: contains the uncorrected interval
+        assert good.corrected[b].lo <= good.vs[b].lo and good.corrected[b].hi >= good.vs[b].hi
+    # Holm: the two p-values of the dpo column, adjusted by hand
+    p = sorted([(good.vs["dpo"].p_value, "good"), (meh.vs["dpo"].p_value, "meh")])
+    first = min(1.0, 2 * p[0][0])
+    assert rows[p[0][1]].corrected["dpo"].p_holm == pytest.approx(first)
+    assert rows[p[1][1]].corrected["dpo"].p_holm == pytest.approx(max(first, p[1][0]))
+    text = format_table(table)
+    assert "- dpo [95% CI, Bonferroni-corrected for 2 comparisons] Holm p" in text
+    assert "comparisons per family: dpo: 2 (good, meh); ipo: 2 (good, meh)" in text
+    assert "not corrected for multiple comparisons" in text  # the uncorrected columns say so
+    cell = table.to_dict()["rows"][2]["vs"]["dpo"]
+    assert cell["corrected"]["m"] == 2 and "Bonferroni-corrected for 2 comparisons" in cell["corrected"]["what"]
+    assert "replicates" not in cell
+
+
+def test_one_candidate_is_not_corrected_and_a_table_of_baselines_is_its_own_family():
+    runs = run_grid({"dpo": "dpo", "ipo": "ipo", "good": GOOD}, settings([0, 1, 2]), runner=FakeRunner())
+    one = summarise(runs, "win_rate", baselines=("dpo", "ipo"), n_boot=200)
+    assert one.families == {} and "corrected for multiple comparisons (" not in format_table(one)
+    only_baselines = summarise([r for r in runs if r.objective != "good"] +
+                               run_grid({"lrml": "lrml"}, settings([0, 1, 2]), runner=FakeRunner()),
+                               "win_rate", baselines=("dpo",), n_boot=200)
+    assert only_baselines.families == {"dpo": ["ipo", "lrml"]}
+    named = summarise(runs, "win_rate", baselines=("dpo",), n_boot=200, candidates=["ipo", "good"])
+    assert named.families == {"dpo": ["ipo", "good"]}
+
+
+def test_every_plus_minus_and_interval_in_the_table_says_what_it_is():
+    runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1, 2]), runner=FakeRunner(per_prompt=8))
+    table = summarise(runs, "win_rate", baselines=("dpo",), n_boot=200)
+    text = format_table(table)
+    assert "win_rate mean ± se over runs" in text
+    assert "± = standard error over the row's runs, one per seed/setting" in text
+    assert "each run scored on 8 samples" in text  # the fake reports n, not prompts x samples
+    assert "[95% CI] = 95% paired percentile bootstrap interval" in text
+    assert "paired by prompt-within-setting (n=3 seed/setting units, 24 prompts)" in text
+    row = table.to_dict()["rows"][0]
+    assert row["se_what"].startswith("standard error over the row's runs")
+    assert row["vs_null"]["what"].startswith("95% paired percentile bootstrap CI over 3 paired seed/setting units")
+    one = summarise(run_grid({"dpo": "dpo"}, settings([0]), runner=FakeRunner()), "win_rate", baselines=())
+    assert one.to_dict()["rows"][0]["se_what"] is None  # one run: no seed-level ± and no words for one

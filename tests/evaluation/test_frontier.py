@@ -83,3 +83,12 @@ def test_betas_must_be_above_zero(tmp_path, fake, capsys, betas):
     assert not fake.calls and not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="0 < beta"):
         sweep({"dpo": "dpo"}, betas=[0.0], out_dir=tmp_path / "o", runner=FakeRunner())
+
+
+def test_the_printed_points_say_what_their_plus_minus_is(tmp_path, fake):
+    from evaluation.frontier import format_points
+    result = sweep({"dpo": "dpo"}, betas=[0.1], seeds=[0, 1], out_dir=tmp_path, runner=fake)
+    text = format_points(result["points"], sft=result["sft"])
+    assert " ± " in text
+    assert "± = standard error over those runs (sample sd / sqrt(runs)" in text
+    assert "SFT: the reference model's reward on the same prompts, mean ± se over seeds" in text

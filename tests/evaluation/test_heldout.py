@@ -104,3 +104,16 @@ def test_disco_heldout_refuses_used_settings(tmp_path, capsys, monkeypatch):
     assert "good#4" in out and "meh#5" in out and "boom" not in out
     saved = json.loads((d / "heldout.json").read_text())
     assert len(saved["per_setting"]) == 2 and len(saved["runs"]) == 2 * 2 * 5
+
+
+def test_heldout_corrects_the_top_k_candidates_not_the_baselines_for_multiplicity(tmp_path):
+    d = make_campaign(tmp_path / "c")
+    result = evaluate_heldout(d, top=2, seeds=[1, 2, 3], runner=FakeRunner(), n_boot=300, log=lambda m: None)
+    assert result.table.families == {b: ["good#4", "meh#5"] for b in ("dpo", "ipo", "lrml")}
+    saved = json.loads((d / "heldout.json").read_text())
+    good = next(r for r in saved["table"]["rows"] if r["objective"] == "good#4")
+    assert good["vs"]["dpo"]["corrected"]["m"] == 2
+    assert "corrected" not in next(r for r in saved["table"]["rows"] if r["objective"] == "ipo")["vs"]["dpo"]
+    assert all(t["families"] for t in saved["per_setting"].values())
+    one = evaluate_heldout(d, top=1, seeds=[1, 2, 3], runner=FakeRunner(), n_boot=300, log=lambda m: None)
+    assert one.table.families == {}  # one candidate: one comparison per baseline, nothing to correct

@@ -1,11 +1,12 @@
 """evaluation.stats: paired and two-level bootstrap intervals on data whose answer is known."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from evaluation.stats import hierarchical_bootstrap, mean_se, paired_bootstrap
+from evaluation.stats import bootstrap_p, correct, hierarchical_bootstrap, holm, mean_se, paired_bootstrap
 
 
 def test_identical_arrays_give_the_zero_interval():
@@ -90,3 +91,46 @@ def test_non_finite_values_are_refused():
         paired_bootstrap([0.5, math.nan], [0.5, 0.5])
     with pytest.raises(ValueError, match="same length"):
         paired_bootstrap([0.5], [0.5, 0.5])
+
+
+def test_holm_on_a_known_example():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02])  # one comparison: nothing to adjust
+
+
+def test_bootstrap_p_counts_the_replicates_on_the_far_side_of_zero():
+    # 999 replicates, 9 at or below 0: p = 2 * (9 + 1) / 1000
+    reps = np.concatenate([np.full(9, -0.1), np.full(990, 0.2)])
+    assert bootstrap_p(reps) == pytest.approx(0.02)
+    assert bootstrap_p(np.zeros(99)) == 1.0  # all at zero: no evidence
+    assert bootstrap_p(np.full(999, 0.3)) == pytest.approx(0.002)  # never 0 from a finite bootstrap
+
+
+def test_correct_gives_bonferroni_intervals_and_holm_decisions():
+    b = np.array([0.2, 0.9, 0.4, 0.7, 0.1])
+    shifted = paired_bootstrap(b + 0.05, b, n_boot=999)     # every replicate is +0.05
+    same = paired_bootstrap(b, b, n_boot=999)               # every replicate is 0
+    noisy = paired_bootstrap(np.random.default_rng(1).normal(0.1, 0.2, 12), np.zeros(12), n_boot=999)
+    c_shift, c_same, c_noisy = correct([shifted, same, noisy])
+    assert c_shift.m == 3 and (c_shift.lo, c_shift.hi) == pytest.approx((0.05, 0.05))
+    assert (c_same.lo, c_same.hi) == (0.0, 0.0) and c_same.p_holm == 1.0 and not c_same.significant
+    # the smallest p (0.002) times 3; Holm calls it
+    assert c_shift.p_holm == pytest.approx(3 * 0.002) and c_shift.significant
+    # Bonferroni: the percentile interval at 1 - 0.05/3 of the same replicates, wider than the uncorrected
+    lo, hi = np.quantile(noisy.replicates, [0.025 / 3, 1 - 0.025 / 3])
+    assert (c_noisy.lo, c_noisy.hi) == pytest.approx((lo, hi))
+    assert c_noisy.lo < noisy.lo and c_noisy.hi > noisy.hi
+    assert "Bonferroni-corrected for 3 comparisons" in c_noisy.what
+    assert correct([]) == []
+
+
+def test_an_estimate_serialises_without_its_replicates_and_says_what_it_is():
+    est = paired_bootstrap([0.1, 0.3, 0.2], [0.0, 0.1, 0.1], n_boot=200)
+    d = est.to_dict()
+    assert "replicates" not in d and d["p_value"] == est.p_value
+    assert d["what"] == "95% paired percentile bootstrap CI over 3 paired seed/setting units (200 replicates)"
+    json.dumps(d)
+    h = hierarchical_bootstrap([[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [1.0, 0.0]], n_boot=50)
+    assert "then 4 paired prompts within them" in h.to_dict()["what"]
