@@ -236,8 +236,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("compare", help="train objectives on the same seeds; paired intervals vs baselines",
                               description="Train every objective on every seed with run_candidate and print, "
-                              "per objective, the mean metric ± se and the paired-bootstrap 95% interval of "
-                              "its difference to each baseline. Failed runs are listed, never averaged in.")
+                              "per objective, the mean metric ± its standard error over seeds and the paired-bootstrap "
+                              "95% interval of its difference to each baseline; with two or more candidates, also "
+                              "intervals Bonferroni-corrected for their number and Holm-adjusted p-values. Failed "
+                              "runs are listed, never averaged in.")
     _objectives_and_task(p)
     p.add_argument("--baselines", nargs="*", default=["dpo", "ipo", "lrml"],
                    help="objectives every row is compared with; added to the runs when missing (default: dpo ipo lrml)")
@@ -250,7 +252,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("heldout", help="re-evaluate a campaign's best candidates on settings it never used",
                               description="Train the campaign's top-K candidates and the baselines on seeds, "
                               "betas and task variants that the search did not use, and write DIR/heldout.json "
-                              "with paired-bootstrap 95% intervals of every candidate's difference to each baseline.")
+                              "with paired-bootstrap 95% intervals of every candidate's difference to each baseline (for K >= 2 "
+                              "also intervals Bonferroni-corrected for the K candidates, with Holm-adjusted p-values).")
     p.add_argument("dir", metavar="DIR", help="campaign directory (holds archive.sqlite)")
     p.add_argument("--top", type=int, default=3, metavar="K", help="how many of the best candidates (default: 3)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
