@@ -285,7 +285,8 @@ def _status(args) -> int:
           f"  (of {cfg.get('candidates')} candidates)")
     if any(s["tokens"].values()):
         say(f"tokens: {s['tokens']['prompt_tokens']} prompt, {s['tokens']['completion_tokens']} completion")
-    say(f"\n{'rank':>4} {'id':>4}  {'name':<30} {'fitness':>7} {'± se':>11} {'seeds':>5}  "
+    many = any(r["n_seeds"] >= 2 for r in s["leaderboard"])
+    say(f"\n{'rank':>4} {'id':>4}  {'name':<30} {'fitness':>7} {'± se' if many else 'eval se':>11} {'seeds':>5}  "
         f"{'vs dpo, paired [95% interval]':<30} {'kl':>7}")
     whats = []
     for i, r in enumerate(s["leaderboard"], 1):
@@ -300,8 +301,9 @@ def _status(args) -> int:
         say(f"{i:>4} {r['id']:>4}  {(r['name'] + tag)[:30]:<30} {r['fitness']:>7.4f} {_se_cell(r):>11} "
             f"{r['n_seeds']:>5}  {vs:<30} {kl:>7}{notes}")
     if s["leaderboard"]:
-        say("± se: standard error of the fitness over the row's seeds; a one-seed row has no seed-level ±"
-            " (\"eval\": its within-seed evaluation se, training noise not included)")
+        say(("± se: standard error of the fitness over the row's seeds; a one-seed row has no seed-level ±"
+             " (\"eval\": its within-seed evaluation se, training noise not included)") if many else
+            "eval se: one seed, so no seed-level ±: the within-seed evaluation se (training noise not included)")
         say("vs dpo: " + ("; ".join(whats) or "no interval") +
             "; ~ inside the noise floor (the interval contains 0 or the difference is below the smallest "
             "detectable), ? cannot tell")

@@ -11,7 +11,7 @@ Environment knobs (read when called, so subprocesses see them too):
 "end <dir>" line when it ends; ``DISCO_FAKE_TRAIN_SLEEP``: seconds each training run takes;
 ``DISCO_FAKE_WINS``: JSON ``{objective name: {seed: win rate}}`` that replaces the computed win rate
 (so a test controls the per-seed metrics and checks intervals by hand); ``DISCO_FAKE_PER_PROMPT``:
-JSON ``{objective name: {seed: [per-prompt win rates]}}`` for ``metrics["per_prompt"]["win_rate"]``
+JSON ``{objective name: {seed: [per-prompt win rates]}}`` (name ``"*"``: every other objective, in both) for ``metrics["per_prompt"]["win_rate"]``
 (default: 8 per-prompt values around the win rate, their spread depending on the objective).
 """
 
@@ -137,9 +137,11 @@ def train(objective, task="synthetic", beta=None, seed=0, out_dir=None, isolatio
         return {"status": "failed", "reason": f"sandbox error: {type(err).__name__}: {err}", "steps": 0}
     slope = -float(rho.grad[0])
     win = 0.5 + 0.3 * math.tanh(20 * slope) + 0.01 * ((seed * 7919) % 5 - 2)
-    wins = json.loads(os.environ.get("DISCO_FAKE_WINS") or "{}").get(obj.name) or {}
+    scripted = json.loads(os.environ.get("DISCO_FAKE_WINS") or "{}")
+    wins = scripted.get(obj.name) or scripted.get("*") or {}
     win = float(wins.get(str(seed), win))
-    per_prompt = (json.loads(os.environ.get("DISCO_FAKE_PER_PROMPT") or "{}").get(obj.name) or {}).get(str(seed))
+    prompts = json.loads(os.environ.get("DISCO_FAKE_PER_PROMPT") or "{}")
+    per_prompt = (prompts.get(obj.name) or prompts.get("*") or {}).get(str(seed))
     if per_prompt is None:
         h = int(abs(slope) * 1000) % 7
         per_prompt = [win + 0.02 * ((k * 3 + h * k * k + seed) % 5 - 2) for k in range(8)]

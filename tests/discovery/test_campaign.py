@@ -213,3 +213,64 @@ def test_a_running_campaign_cannot_be_resumed_twice(tmp_path):
         with Archive.open(tmp_path / "c") as a:
             assert a.config["candidates"] == 1  # the refused resume changed nothing
     resume_campaign(tmp_path / "c", proposer=Scripted([steep(3)]), progress=False, candidates=2)
+
+
+@pytest.mark.real_seams
+def test_matched_kl_fitness_trains_through_run_matched_kl_with_its_budget():
+    from discovery.seams import Seams, import_name, train_at_matched_kl
+    seams = Seams.default(fake_config(**{"fitness.kl_budget": 3.0, "fitness.kl_betas": [0.1, 0.3]}))
+    described = seams.describe()
+    assert described["train"] == "discovery.seams:train_at_matched_kl"
+    assert described["train_kwargs"] == {"kl_budget": 3.0, "betas": [0.1, 0.3]}
+    assert import_name(described["train"]) is train_at_matched_kl  # a worker imports it by name
+
+
+def test_train_kwargs_reach_every_train_call_through_the_worker_spec(tmp_path):
+    from discovery import training
+    calls = []
+
+    def train(objective, **kwargs):
+        calls.append(kwargs)
+        return campaign_fakes.train(objective, **{k: v for k, v in kwargs.items()
+                                                  if k not in ("kl_budget", "betas")})
+
+    seams = dataclasses.replace(campaign_fakes.seams(), train=train,
+                                train_kwargs={"kl_budget": 2.0, "betas": [0.1, 0.5]})
+    run_campaign(tmp_path / "c", fake_config(candidates=0, baselines=("dpo",), seeds=(0, 1)),
+                 proposer=Scripted([]), seams=seams, progress=False)
+    assert [(c["seed"], c["kl_budget"], c["betas"]) for c in calls] == [(0, 2.0, [0.1, 0.5]), (1, 2.0, [0.1, 0.5])]
+    spec = training.spec_for(campaign_fakes._load("dpo") and __import__("objectives").resolve("dpo"), tmp_path,
+                             fake_config(), 0.1, train="m:f", seeds=[4], train_kwargs={"kl_budget": 2.0})
+    assert spec["seeds"] == [4] and json.loads(json.dumps(spec))["train_kwargs"] == {"kl_budget": 2.0}
+
+
+def test_a_calibration_file_is_the_campaigns_noise_floor(tmp_path):
+    from discovery.config import UserError
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"metric": "win_rate", "n_seeds": 5, "paired_sd": 0.02, "min_detectable": 0.025}))
+    run_campaign(tmp_path / "c", fake_config(candidates=1, **{"fitness.calibration": str(cal)}),
+                 proposer=Scripted([steep(2)]), progress=False)
+    with Archive.open(tmp_path / "c") as a:
+        noise = a.meta("noise")
+    assert noise["source"] == "calibration" and noise["n_seeds"] == 2 and noise["paired_se"] == pytest.approx(0.02 / 2 ** 0.5)
+    with pytest.raises(UserError, match="cannot read it"):
+        run_campaign(tmp_path / "d", fake_config(**{"fitness.calibration": str(tmp_path / "none.json")}),
+                     proposer=Scripted([]), progress=False)
+    assert not (tmp_path / "d").exists()  # refused before anything was made
+
+
+def test_a_one_seed_campaign_prints_no_seed_level_pm(tmp_path, capsys):
+    from discovery.cli import main
+    run_campaign(tmp_path / "c", fake_config(candidates=1, seeds=(0,)), proposer=Scripted([steep(2)]), progress=False)
+    assert main(["status", str(tmp_path / "c")]) == 0
+    text = capsys.readouterr().out
+    import re
+    assert not re.search(r"± \d", text), text
+    assert "noise floor: unknown (one seed: run `disco calibrate`)" in text and "eval se" in text
+    assert "one seed: 95% CI over 8 held-out prompts, evaluation noise only, training noise not included" in text
+    assert main(["show", str(tmp_path / "c"), "4"]) == 0
+    text = capsys.readouterr().out
+    fitness = next(line for line in text.splitlines() if line.startswith("fitness:"))
+    assert not re.search(r"± \d", fitness) and "within-seed eval se 0.0100, training noise not included" in fitness
+    # the metric lines' ± is the evaluation se over held-out prompts, and is labelled so
+    assert "± is the standard error over held-out prompts (one seed's evaluation noise only)" in text

@@ -90,3 +90,25 @@ def test_an_archive_with_a_flat_config_is_shown_and_resumed(tmp_path, capsys):
     assert config["training"]["seeds"] == [0] and config["proposer"]["retry_base_delay"] == 0.01
     assert main(["status", str(out)]) == 0
     assert "state: finished" in capsys.readouterr().out
+
+
+def test_fitness_and_halving_settings_are_checked():
+    config = fake_config(**{"fitness.kl_budget": 2.5, "training.screen_seeds": 1, "training.best_extra_seeds": 2,
+                            "training.seeds": [3, 5]})
+    assert config.fitness.metric == "reward_at_kl"  # matched KL and no metric set
+    assert config.fitness.kl_betas == (0.05, 0.1, 0.2, 0.5) and config.fitness.calibration is None
+    assert config.training.screens() and config.training.extra_seeds() == (6, 7)
+    assert CampaignConfig.from_dict(config.to_dict()) == config
+    assert "at matched KL 2.5" in config.fitness.describe()
+    assert fake_config(**{"fitness.kl_budget": 2.5, "fitness.metric": "reward_gain_at_kl"}).fitness.metric == \
+        "reward_gain_at_kl"
+    assert fake_config().fitness.metric == "win_rate"
+    assert not fake_config(**{"training.screen_seeds": 2, "training.seeds": [0, 1]}).training.screens()
+    for key, value, words in (("training.screen_seeds", -1, "training.screen_seeds must be an integer >= 0"),
+                              ("training.best_extra_seeds", 1.5, "training.best_extra_seeds must be an integer"),
+                              ("fitness.kl_budget", 0, "fitness.kl_budget must be a number > 0"),
+                              ("fitness.kl_betas", [0.1], "at least two distinct betas"),
+                              ("fitness.kl_betas", [0.1, -1], "each of fitness.kl_betas must be a number > 0"),
+                              ("fitness.calibration", 3, "fitness.calibration must be the path")):
+        with pytest.raises(UserError, match=words):
+            fake_config(**{key: value})
