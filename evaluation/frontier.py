@@ -164,7 +164,7 @@ def sweep(objectives: dict[str, str], *, betas: Sequence[float] = DEFAULT_BETAS,
     pts = points(runs, x=x)
     sft = sft_point(runs, x=x)
     png = plot(pts, out_dir / FRONTIER_PNG, x=x, sft=sft, title=f"Reward versus KL on {task} across β "
-               f"({len(seeds)} seed{'s' if len(seeds) != 1 else ''} per point, bars: ±1 se)")
+               f"({len(seeds)} seed{'s' if len(seeds) != 1 else ''} per point, bars: ±1 se over seeds" + (", none with one seed" if len(seeds) == 1 else "") + ")")
     result = {"command": "sweep", "x": x, "y": "reward", "task": task, "betas": list(betas), "seeds": list(seeds),
               "overrides": dict(overrides), "points": pts, "sft": sft, "runs": [r.to_dict() for r in runs]}
     (out_dir / SWEEP_JSON).write_text(json.dumps(jsonable(result), indent=1))
