@@ -13,14 +13,19 @@ GLOSSARY: dict[str, str] = {
     "fitness": "what the campaign ranks by: the mean over training seeds of the configured metric "
                "(win_rate on the embedded task)",
     "win_rate": "share of held-out (prompt, sample) pairs where the policy's completion has a higher gold "
-                "reward than the SFT model's completion for the same prompt; ties count half; 0.5 = no change",
+                "reward than the SFT model's completion for the same prompt and sample index, both drawn with "
+                "the same random numbers; ties count half; 0.5 = no change (the SFT model scores 0.5 exactly)",
     "win_rate_se": "standard error of win_rate over held-out prompts (one seed's evaluation noise only)",
     "reward": "mean gold reward (the task's own scorer, in [0, 1]) of the policy's sampled completions",
     "reward_se": "standard error of reward over held-out prompts",
     "ref_reward": "mean gold reward of the SFT (reference) model's completions on the same prompts",
+    "reward_gain": "reward - ref_reward: the policy's mean gold reward minus the SFT model's on the same prompts "
+                   "and random numbers; 0 = no change (the SFT model scores 0 exactly), > 0 is better",
+    "reward_gain_se": "standard error of reward_gain over held-out prompts (one seed's evaluation noise only)",
     "kl": "KL(pi || pi_ref) of whole completions, exact per token from both next-token distributions, "
           "summed over completion tokens; the usual RLHF constraint",
     "kl_se": "standard error of kl over held-out prompts",
+    "kl_samples_per_prompt": "the kl keys are computed on the first this many samples of each held-out prompt",
     "kl_sample": "single-sample estimate of kl: sum over sampled tokens of log pi - log pi_ref",
     "kl_per_token": "kl divided by the number of completion tokens (pooled over samples)",
     "kl_sample_per_token": "kl_sample divided by the number of completion tokens (pooled over samples)",
