@@ -98,7 +98,7 @@ from inner_loop import sampling
 
 KL_DIRECTION = "KL(pi||pi_ref), summed over completion tokens"
 REF_SEED_OFFSET = 1_000_003  # the reference's stream with crn=False
-N_SAMPLES_PER_PROMPT = 2     # evaluate_policy's defaults
+N_SAMPLES_PER_PROMPT = 32    # evaluate_policy's defaults (issue 10: benchmarks/fitness_resolution.py)
 KL_SAMPLES_PER_PROMPT = 8
 
 

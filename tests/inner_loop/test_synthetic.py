@@ -189,7 +189,7 @@ def test_task_registry_builds_synthetic_with_overrides(tiny_synthetic_task, tiny
 
 def test_task_defaults_need_no_build():
     d = tasks.task_defaults("synthetic", {"beta": 0.3, "max_steps": 2, "memory_mb": 100, "cache_dir": "/nowhere"})
-    assert d.beta == 0.3 and d.train == {"learning_rate": 1e-3, "batch_size": 64, "num_epochs": 1.0, "threads": 1}
+    assert d.beta == 0.3 and d.train == {"learning_rate": 5e-4, "batch_size": 64, "num_epochs": 2.0, "threads": 1}
     assert tasks.task_defaults("synthetic").beta == 0.1
     with pytest.raises(KeyError, match="did you mean 'synthetic'"):
         tasks.task_defaults("synthetc")
