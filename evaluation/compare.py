@@ -32,7 +32,7 @@ import numpy as np
 from evaluation.stats import Corrected, Estimate, correct, hierarchical_bootstrap, mean_se, paired_bootstrap
 
 BASELINES = ("dpo", "ipo", "lrml")
-HIGHER_IS_BETTER = {"win_rate": True, "reward": True, "kl": False}
+HIGHER_IS_BETTER = {"win_rate": True, "reward": True, "reward_gain": True, "kl": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,7 +302,7 @@ def difference(runs_a: Iterable[Run], runs_b: Iterable[Run], metric: str, *, n_b
 
 # Metrics with a natural "no better than the reference" value: a win rate against the SFT model's
 # own completions is 0.5 for the SFT model itself.
-NULL_VALUE = {"win_rate": 0.5}
+NULL_VALUE = {"win_rate": 0.5, "reward_gain": 0.0}  # the SFT model's value (shared random numbers)
 
 
 def against_null(runs: Iterable[Run], metric: str, *, n_boot: int = 10_000, seed: int = 0) -> Estimate | None:

@@ -160,6 +160,7 @@ def fake_config(**changes):
     ``workers``, ``base_url``: mapped to their sections quietly) or dotted (``training.seeds``)."""
     from discovery.config import CampaignConfig, merge, nested_settings
     settings = {"candidates": 4, "training": {"beta": 0.1, "seeds": [0, 1]}, "execution": {"inspect": False},
+                "fitness": {"metric": "win_rate"},  # what the fake trainer reports
                 "proposer": {"retry_base_delay": 0.01, "retry_max_delay": 0.05}}
     return CampaignConfig.from_dict(merge(settings, nested_settings(changes, warn=False)))
 

@@ -93,7 +93,8 @@ def test_an_archive_with_a_flat_config_is_shown_and_resumed(tmp_path, capsys):
 
 
 def test_fitness_and_halving_settings_are_checked():
-    config = fake_config(**{"fitness.kl_budget": 2.5, "training.screen_seeds": 1, "training.best_extra_seeds": 2,
+    config = fake_config(**{"fitness.kl_budget": 2.5, "fitness.metric": None, "training.screen_seeds": 1,
+                            "training.best_extra_seeds": 2,
                             "training.seeds": [3, 5]})
     assert config.fitness.metric == "reward_at_kl"  # matched KL and no metric set
     assert config.fitness.kl_betas == (0.05, 0.1, 0.2, 0.5) and config.fitness.calibration is None
