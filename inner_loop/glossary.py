@@ -11,7 +11,7 @@ from __future__ import annotations
 
 GLOSSARY: dict[str, str] = {
     "fitness": "what the campaign ranks by: the mean over training seeds of the configured metric "
-               "(by default reward_gain, over 5 seeds)",
+               "(by default reward_gain over 5 seeds; a candidate is first screened on one seed)",
     "win_rate": "share of held-out (prompt, sample) pairs where the policy's completion has a higher gold "
                 "reward than the SFT model's completion for the same prompt and sample index, both drawn with "
                 "the same random numbers; ties count half; 0.5 = no change (the SFT model scores 0.5 exactly)",

@@ -159,7 +159,8 @@ def fake_config(**changes):
     """A small, fast CampaignConfig for these fakes; ``changes`` by setting name, flat (``seeds``,
     ``workers``, ``base_url``: mapped to their sections quietly) or dotted (``training.seeds``)."""
     from discovery.config import CampaignConfig, merge, nested_settings
-    settings = {"candidates": 4, "training": {"beta": 0.1, "seeds": [0, 1]}, "execution": {"inspect": False},
+    settings = {"candidates": 4, "training": {"beta": 0.1, "seeds": [0, 1], "screen_seeds": 0},
+                "execution": {"inspect": False},
                 "fitness": {"metric": "win_rate"},  # what the fake trainer reports
                 "proposer": {"retry_base_delay": 0.01, "retry_max_delay": 0.05}}
     return CampaignConfig.from_dict(merge(settings, nested_settings(changes, warn=False)))
