@@ -188,3 +188,19 @@ def install(monkeypatch=None) -> None:
 def lowest_kl(results, config):
     """A custom fitness for the seam test: the lower the mean KL, the fitter."""
     return -sum(r["metrics"]["kl"] for r in results) / len(results), None
+
+
+def kill_when(proc, ready, what: str, timeout: float = 90.0):
+    """SIGKILL ``proc`` as soon as ``ready()`` returns something true (and return that); fail with
+    ``what`` when ``proc`` exits first or ``timeout`` passes."""
+    import signal
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = ready()
+        if found:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            return found
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.02)
+    raise AssertionError(what)

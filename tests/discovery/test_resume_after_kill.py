@@ -3,15 +3,13 @@ trained twice (the interrupted run is discarded and redone once), same proposals
 that was never interrupted."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
-from campaign_fakes import fake_config
+from campaign_fakes import fake_config, kill_when
 from discovery.archive import Archive
 from discovery.campaign import run_campaign
 
@@ -39,18 +37,12 @@ def test_kill_9_during_training_then_resume(tmp_path):
     out = tmp_path / "c"
 
     proc = disco("run", "--out", str(out), "--config", str(config), env=env)
-    deadline = time.time() + 90
-    while time.time() < deadline:  # kill while the second candidate is training
+    def second_started():  # the second candidate is training: the run that just started is mid-way
         m = markers(marks)
-        if m and m[-1][0] == "start" and sum("/candidates/" in p and k == "end" for k, p in m) >= 3:
-            os.kill(proc.pid, signal.SIGKILL)  # at once: the run that just started is mid-way
-            killed_dir = m[-1][1]
-            break
-        assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.02)
-    else:
-        raise AssertionError(f"training never reached the second candidate: {markers(marks)}")
-    proc.wait(timeout=30)
+        return m[-1][1] if m and m[-1][0] == "start" and sum("/candidates/" in p and k == "end" for k, p in m) >= 3 \
+            else None
+
+    killed_dir = kill_when(proc, second_started, f"training never reached the second candidate: {markers(marks)}")
     with Archive.open(out) as a:
         assert [r["status"] for r in a.rows(status="training")] == ["training"]
     from discovery.commands import status  # its lock file is left behind, held by no one

@@ -5,16 +5,14 @@ kill -9 in the middle of a promotion, resumed."""
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from campaign_fakes import fake_config
+from campaign_fakes import fake_config, kill_when
 from discovery.archive import Archive
 from discovery.campaign import resume_campaign, run_campaign
 from discovery.cli import main
@@ -142,17 +140,11 @@ def test_kill_9_in_the_middle_of_a_promotion_then_resume(tmp_path, monkeypatch):
     out = tmp_path / "c"
     proc = subprocess.Popen([sys.executable, str(tmp_path / "promote.py"), str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:  # kill while the promoted candidate trains its second seed
+    def promoting():  # the promoted candidate trains its second seed
         lines = marks.read_text().splitlines() if marks.exists() else []
-        if lines and lines[-1].startswith("start") and "good" in lines[-1] and lines[-1].endswith("seed-1"):
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.02)
-    else:
-        raise AssertionError(f"the promotion never started: {marks.read_text() if marks.exists() else ''}")
-    proc.wait(timeout=30)
+        return lines and lines[-1].startswith("start") and "good" in lines[-1] and lines[-1].endswith("seed-1")
+
+    kill_when(proc, promoting, f"the promotion never started: {marks.read_text() if marks.exists() else ''}")
     with Archive.open(out) as a:
         cut = a.find("good")
     assert cut["status"] == "training" and cut["metrics"]["stage"]["name"] == "full" and seeds_of(cut) == [0]
