@@ -141,7 +141,7 @@ def cmd_heldout(args) -> int:
     from evaluation.campaign import CampaignError
     from evaluation.compare import format_table
     from inner_loop.overrides import check
-    from evaluation.heldout import HeldoutError, evaluate_heldout
+    from evaluation.heldout import HeldoutError, evaluate_heldout, format_transfer
 
     check_args(args, betas=args.betas or (), beta_flag="each of --betas", seeds=args.seeds)
     check("--top", args.top, "int >= 1")
@@ -154,7 +154,11 @@ def cmd_heldout(args) -> int:
     except (HeldoutError, CampaignError) as err:
         print(_shown(f"disco: error: {err}"), file=sys.stderr)
         return 2
-    print(json.dumps(result.to_dict(), indent=1) if args.json else _shown(format_table(result.table)))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(_shown(format_table(result.table)))
+        print("\n" + _shown(format_transfer(result.to_dict()["transfer"], search_metric=result.search_metric)))
     print(f"\nwrote {result.path}", file=sys.stderr)
     return 0
 
@@ -253,7 +257,11 @@ def register(subparsers) -> None:
                               description="Train the campaign's top-K candidates and the baselines on seeds, "
                               "betas and task variants that the search did not use, and write DIR/heldout.json "
                               "with paired-bootstrap 95% intervals of every candidate's difference to each baseline (for K >= 2 "
-                              "also intervals Bonferroni-corrected for the K candidates, with Holm-adjusted p-values).")
+                              "also intervals Bonferroni-corrected for the K candidates, with Holm-adjusted p-values), and, per "
+                              "held-out setting, whether the search ranking transfers: Spearman and Kendall rank "
+                              "correlations between the search fitness and the held-out mean over the top K and the "
+                              "baselines, with bootstrap intervals over the held-out seeds, and which candidates beat "
+                              "DPO there after the Holm correction.")
     p.add_argument("dir", metavar="DIR", help="campaign directory (holds archive.sqlite)")
     p.add_argument("--top", type=int, default=3, metavar="K", help="how many of the best candidates (default: 3)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",

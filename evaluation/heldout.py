@@ -16,6 +16,15 @@ Results go to ``DIR/heldout.json``: the pooled table (units resampled within eac
 table per setting, every run, and what was used, dropped and warned about. With two or more
 candidates, every table also carries each candidate's interval to each baseline corrected for the K
 candidates compared with it (Bonferroni intervals, Holm-adjusted p: :func:`evaluation.stats.correct`).
+
+Transfer. Per held-out setting (a task variant and beta, its seeds pooled), and pooled over all of
+them when there are several, ``transfer`` says whether the search's ranking holds there: Spearman's
+rho and Kendall's tau-b between each objective's search fitness (the archive's, baselines included)
+and its mean held-out metric (sign-flipped for a lower-is-better metric such as kl, so that +1 always
+means "the same order"), each with a percentile bootstrap interval that resamples the held-out seeds
+(:func:`evaluation.stats.rank_correlations`), and the candidates that beat DPO there: a difference
+to DPO in the better direction whose Holm-adjusted bootstrap p is below 0.05 over the K candidates
+(with K = 1, the plain bootstrap p; nothing to correct).
 """
 
 from __future__ import annotations
@@ -23,12 +32,17 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from evaluation.campaign import CampaignResults, read_campaign, used_settings
-from evaluation.compare import BASELINES, Run, Setting, Table, jsonable, run_grid, summarise
+from evaluation.compare import (BASELINES, HIGHER_IS_BETTER, Run, Setting, Table, jsonable, run_grid,
+                                summarise)
 from evaluation.settings import parse_task_variant
+from evaluation.stats import Estimate, average_ranks, rank_correlations
 from inner_loop.overrides import UserError
 
 HELDOUT_JSON = "heldout.json"
@@ -41,8 +55,13 @@ class HeldoutError(ValueError):
 
 def parse_task(text: str) -> tuple[str, tuple]:
     """``"synthetic:max_completion_len=32,data_seed=7"`` -> (name, sorted overrides)
-    (:func:`evaluation.settings.parse_task_variant`, a mistake raised as :class:`HeldoutError`)."""
+    (:func:`evaluation.settings.parse_task_variant`, a mistake raised as :class:`HeldoutError`);
+    ``"recipe:zephyr-gemma:model=PATH"`` -> ("recipe:zephyr-gemma", (("model", "PATH"),))."""
     try:
+        head, colon, rest = text.partition(":")
+        if head.strip() == "recipe" and colon:  # a recipe task's name has its own colon: recipe:NAME[:k=v,...]
+            recipe, _, pairs = rest.partition(":")
+            return f"recipe:{recipe.strip()}", parse_task_variant(f"recipe:{pairs}")[1]
         return parse_task_variant(text)
     except UserError as err:
         raise HeldoutError(str(err)) from None
@@ -106,6 +125,8 @@ class HeldoutResult:
     table: Table                        # pooled over every held-out setting
     per_setting: dict[str, Table]       # one table per setting (seeds pooled)
     runs: list[Run]
+    search_metric: str = ""             # the campaign's fitness metric (the search ranking)
+    transfer: dict[str, dict] = dataclasses.field(default_factory=dict)  # stratum (or POOLED) -> transfer()
 
     def to_dict(self) -> dict:
         return jsonable({
@@ -115,7 +136,8 @@ class HeldoutResult:
             "settings": [s.to_dict() for s in self.settings], "dropped": [s.to_dict() for s in self.dropped],
             "warnings": self.warnings, "table": self.table.to_dict(),
             "per_setting": {k: t.to_dict() for k, t in self.per_setting.items()},
-            "runs": [r.to_dict() for r in self.runs]})
+            "runs": [r.to_dict() for r in self.runs],
+            "search_metric": self.search_metric, "transfer": self.transfer})
 
 
 def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str] | None = None,
@@ -153,8 +175,109 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
     for stratum in dict.fromkeys(s.stratum for s in settings):
         per_setting[stratum] = summarise([r for r in runs if r.setting.stratum == stratum], metric,
                                          baselines=BASELINES, n_boot=n_boot, candidates=labels)
+    search = {c["label"]: c["fitness"] for c in candidates}
+    search.update({r["name"]: r.get("fitness") for r in campaign.baselines() if r.get("name") in BASELINES})
+    transfers = {k: transfer(runs, k, t, search, metric, candidates=labels, n_boot=n_boot)
+                 for k, t in per_setting.items()}
+    if len(per_setting) > 1:
+        transfers[POOLED] = transfer(runs, None, table, search, metric, candidates=labels, n_boot=n_boot)
     result = HeldoutResult(path=out / HELDOUT_JSON, metric=metric, candidates=candidates, used=used,
                            settings=settings, dropped=dropped, warnings=warnings, table=table,
-                           per_setting=per_setting, runs=runs)
+                           per_setting=per_setting, runs=runs, search_metric=campaign.metric,
+                           transfer=transfers)
     result.path.write_text(json.dumps(result.to_dict(), indent=1))
     return result
+
+
+POOLED = "all settings"
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def beats_dpo(table: Table, candidates: Sequence[str]) -> tuple[list[str], str]:
+    """(the candidates that beat DPO in ``table`` after the multiple-comparison correction, how decided)."""
+    higher = HIGHER_IS_BETTER.get(table.metric, True)
+    winners = []
+    family = table.families.get("dpo")
+    for r in table.rows:
+        if r.objective not in candidates:
+            continue
+        e = r.vs.get("dpo")
+        if not isinstance(e, Estimate) or (e.mean > 0) != higher or e.mean == 0:
+            continue
+        p = r.corrected["dpo"].p_holm if "dpo" in r.corrected else e.p_value
+        if p is not None and p < 0.05:
+            winners.append(r.objective)
+    how = (f"Holm-adjusted bootstrap p < 0.05 over the {len(family)} candidates compared with DPO" if family
+           else "bootstrap p < 0.05 (one candidate: nothing to correct)")
+    return winners, how
+
+
+def transfer(runs: Sequence[Run], stratum: str | None, table: Table, search: dict, metric: str, *,
+             candidates: Sequence[str], n_boot: int = 10_000) -> dict:
+    """Does the search ranking hold on held-out setting ``stratum`` (None: every setting, seeds
+    resampled within each)? Rank correlations of the search fitness with the held-out mean, the
+    objectives behind them, and the candidates that beat DPO there (module docstring)."""
+    mine = [r for r in runs if stratum is None or r.setting.stratum == stratum]
+    units = sorted({r.setting for r in mine}, key=lambda s: s.key)
+    sign = -1.0 if HIGHER_IS_BETTER.get(metric) is False else 1.0
+    labels, excluded, matrix = [], [], []
+    for label in dict.fromkeys(r.objective for r in mine):
+        values = {r.setting: r.value(metric) for r in mine if r.objective == label}
+        row = [sign * values[u] if values.get(u) is not None else math.nan for u in units]
+        if not _finite(search.get(label)):
+            excluded.append({"objective": label, "why": "no search fitness in the archive"})
+        elif all(math.isnan(v) for v in row):
+            excluded.append({"objective": label, "why": "no finished held-out run"})
+        else:
+            labels.append(label)
+            matrix.append(row)
+    out: dict = {"setting": stratum or POOLED, "metric": metric, "oriented": sign < 0, "n_seeds": len(units),
+                 "seeds": [u.seed for u in units], "excluded": excluded}
+    if labels:
+        y = np.array(matrix)
+        x = np.array([float(search[lab]) for lab in labels])
+        corr = rank_correlations(x, y, strata=[u.stratum for u in units], n_boot=n_boot)
+        means = np.nanmean(y, axis=1)
+        search_rank, heldout_rank = average_ranks(-x), average_ranks(-means)
+        out["objectives"] = [{"objective": lab, "kind": "candidate" if lab in candidates else "baseline",
+                              "search_fitness": float(x[i]), "search_rank": float(search_rank[i]),
+                              "heldout_mean": float(sign * means[i]), "heldout_rank": float(heldout_rank[i]),
+                              "n_done": int(np.isfinite(y[i]).sum())} for i, lab in enumerate(labels)]
+        out.update({k: c.to_dict() for k, c in corr.items()})
+    else:
+        out["objectives"] = []
+    out["beats_dpo"], out["beats_dpo_what"] = beats_dpo(table, candidates)
+    return jsonable(out)
+
+
+def format_transfer(transfers: dict, *, search_metric: str = "") -> str:
+    """The transfer block as the terminal shows it (from ``HeldoutResult.to_dict()["transfer"]``)."""
+    if not transfers:
+        return ""
+    first = next(iter(transfers.values()))
+    metric = first["metric"]
+    out = [f"does the search ranking transfer? rank correlation between the search fitness"
+           f"{' (' + search_metric + ', from the archive)' if search_metric else ''} and the held-out mean "
+           f"{metric}{' (negated: lower is better)' if first.get('oriented') else ''}, per held-out setting; "
+           "+1: the same order, -1: reversed"]
+    for key, t in transfers.items():
+        out.append("")
+        out.append(f"setting {key} ({t['n_seeds']} held-out seed/setting units):")
+        if t["objectives"]:
+            ranks = ", ".join(f"{o['objective']} {o['search_rank']:g}->{o['heldout_rank']:g}" for o in t["objectives"])
+            out.append(f"  rank search->held-out: {ranks}")
+        for method in ("spearman", "kendall"):
+            if method in t:
+                out.append(f"  {t[method]['text']}")
+        if t.get("spearman", {}).get("note"):
+            out.append(f"  note: {t['spearman']['note']}")
+        for e in t.get("excluded", []):
+            out.append(f"  left out: {e['objective']} ({e['why']})")
+        out.append(f"  beat DPO ({t['beats_dpo_what']}): " + (", ".join(t["beats_dpo"]) or "none"))
+    out.append("")
+    out.append("CI: percentile bootstrap resampling the held-out seeds (the same draw for every objective), "
+               "the search fitness held fixed")
+    return "\n".join(out)

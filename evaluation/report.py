@@ -398,10 +398,47 @@ def heldout_section(d: Path) -> str:
         if len(per) > 1:
             for key, t in per.items():
                 out.append(f"<h3>Setting {esc(key)}</h3>" + comparison_table(t))
+        if h.get("transfer"):
+            out.append(transfer_section(h["transfer"], h.get("search_metric") or ""))
     c = _read_json(d / COMPARISON_JSON)
     if c is not None:
         keys = ", ".join(s["key"] for s in c.get("settings", []))
         out.append("<h3>disco compare</h3>" + comparison_table(c["table"], caption=f"Settings: {keys}."))
+    return "".join(out)
+
+
+BASELINE_ROW = " class='baseline'"
+
+
+def transfer_section(transfers: dict, search_metric: str) -> str:
+    """Per held-out setting: the search ranking against the held-out one (a table of both), the
+    rank correlations with their intervals, and the candidates that beat DPO there."""
+    first = next(iter(transfers.values()))
+    out = ["<h3>Does the search ranking transfer?</h3>",
+           f"<p class='small muted'>Per held-out setting: each objective's search fitness "
+           f"({esc(search_metric or 'the campaign fitness')}, from the archive) and its mean held-out "
+           f"<b>{esc(first['metric'])}</b>{' (lower is better: ranked negated)' if first.get('oriented') else ''}, "
+           "rank 1 = best; Spearman's rho and Kendall's tau-b between the two (+1: the same order, −1: reversed), "
+           "each with a 95% percentile bootstrap interval resampling the held-out seeds (the same draw for every "
+           "objective), the search fitness held fixed.</p>"]
+    for key, t in transfers.items():
+        rows = "".join(
+            f"<tr{'' if o['kind'] == 'candidate' else BASELINE_ROW}><td>{esc(o['objective'])}</td>"
+            f"<td class='num'>{num(o['search_fitness'])}</td><td class='num'>{o['search_rank']:g}</td>"
+            f"<td class='num'>{num(o['heldout_mean'])}</td><td class='num'>{o['heldout_rank']:g}</td>"
+            f"<td class='num'>{o['n_done']}</td></tr>" for o in t.get("objectives", []))
+        out.append(f"<h4>Setting {esc(key)} <span class='muted small'>({t['n_seeds']} held-out seed/setting units)</span></h4>")
+        if rows:
+            out.append(boxed("<tr><th>objective</th><th>search fitness</th><th>search rank</th>"
+                             f"<th>held-out {esc(t['metric'])}</th><th>held-out rank</th><th>runs</th></tr>{rows}"))
+        lines = [esc(t[m]["text"]) for m in ("spearman", "kendall") if m in t]
+        out.append("<p class='transfer'>" + "<br>".join(lines) + "</p>")
+        if t.get("spearman", {}).get("note"):
+            out.append(f"<p class='note small'>{esc(t['spearman']['note'])}</p>")
+        out.extend(f"<p class='note small'>left out: {esc(e['objective'])} ({esc(e['why'])})</p>"
+                   for e in t.get("excluded", []))
+        out.append(f"<p>Beat DPO here <span class='muted small'>({esc(t['beats_dpo_what'])})</span>: "
+                   f"<b>{esc(', '.join(t['beats_dpo']) or 'none')}</b></p>")
     return "".join(out)
 
 

@@ -251,3 +251,145 @@ def correct(estimates: Sequence[Estimate], level: float = 0.95) -> list[Correcte
         lo, hi = np.quantile(e.replicates, [alpha, 1.0 - alpha])
         out.append(Corrected(lo=float(lo), hi=float(hi), p_holm=float(p), m=m, level=level))
     return out
+
+
+# -- rank correlation: does a ranking transfer? ---------------------------------------------------
+#
+# Two rankings of the same objectives (the search fitness, from the archive, and the mean held-out
+# metric) are compared by Spearman's rho (Pearson's correlation of the ranks, tied values given their
+# average rank) and Kendall's tau-b ((concordant - discordant pairs) / sqrt((pairs untied in x) *
+# (pairs untied in y)), which stays in [-1, 1] with ties). Both are undefined (nan) when either
+# ranking is constant.
+#
+# The interval resamples the held-out *seeds* (units), not the objectives: the question is "would
+# another draw of held-out seeds give the same ranking?", while the objectives are the fixed set being
+# ranked (resampling 4 to 8 objectives would mostly duplicate them into ties). Every objective is
+# given the same drawn seeds (the paired design: a seed is one data order and initial policy for
+# all), within its stratum (held-out setting) when several are pooled; the search fitness is held
+# fixed (its own noise is the campaign's, measured by its standard errors, not resampled here).
+# Replicates where the correlation is undefined (a constant ranking, an objective with no finished
+# run among the drawn seeds) are left out and counted.
+
+RANK_METHODS = {"spearman": "Spearman rho", "kendall": "Kendall tau"}
+
+
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..n along the last axis, tied values sharing their average rank (nan stays nan)."""
+    from scipy.stats import rankdata
+    return rankdata(np.asarray(x, dtype=float), axis=-1)
+
+
+def spearman(x, y) -> float | np.ndarray:
+    """Spearman's rho of ``x`` and ``y`` (ties: average ranks); ``y`` may be 2-D (one row per
+    replicate), giving one rho per row. nan when a ranking is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    rx = average_ranks(x)
+    ry = average_ranks(y)
+    rx = rx - rx.mean()
+    ry = ry - ry.mean(axis=-1, keepdims=True)
+    den = np.sqrt((rx ** 2).sum() * (ry ** 2).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(den > 0, (ry * rx).sum(axis=-1) / np.where(den > 0, den, 1.0), np.nan)
+    return float(rho) if np.ndim(rho) == 0 else rho
+
+
+def kendall(x, y) -> float | np.ndarray:
+    """Kendall's tau-b of ``x`` and ``y`` (ties handled as tau-b does); ``y`` may be 2-D (one row
+    per replicate). nan when a ranking is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    i, j = np.triu_indices(x.size, k=1)
+    sx = np.sign(x[j] - x[i])
+    sy = np.sign(y[..., j] - y[..., i])
+    s = (sx * sy).sum(axis=-1)
+    den = np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy, axis=-1).astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = np.where(den > 0, s / np.where(den > 0, den, 1.0), np.nan)
+    return float(tau) if np.ndim(tau) == 0 else tau
+
+
+@dataclasses.dataclass(frozen=True)
+class RankCorrelation:
+    """A rank correlation between two rankings of the same objectives, with a bootstrap interval."""
+
+    method: str             # "spearman" | "kendall"
+    estimate: float         # nan when undefined (a constant ranking)
+    lo: float               # percentile interval over the valid replicates (nan when none)
+    hi: float
+    n_objectives: int
+    n_units: int            # held-out seeds (units) resampled
+    n_boot: int
+    n_valid: int            # replicates where the correlation was defined
+    level: float = 0.95
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return RANK_METHODS[self.method]
+
+    @property
+    def what(self) -> str:
+        return (f"{self.label} between the search fitness and the held-out mean over {self.n_objectives} objectives; "
+                f"{self.level:.0%} percentile bootstrap CI resampling the {self.n_units} held-out seeds (the same "
+                f"draw for every objective, within each setting), search fitness held fixed; "
+                f"{self.n_valid} of {self.n_boot} replicates defined")
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**d, "label": self.label, "what": self.what, "text": self.format()}
+
+    def format(self, digits: int = 2) -> str:
+        def f(v):
+            return "n/a" if v is None or not math.isfinite(v) else f"{v:+.{digits}f}"
+        return (f"{self.label} over {self.n_objectives} objectives: {f(self.estimate)} "
+                f"[{self.level:.0%} bootstrap CI over seeds: {f(self.lo)}, {f(self.hi)}]")
+
+
+def rank_correlations(search: Sequence[float], heldout: Sequence[Sequence[float]], *,
+                      strata: Sequence[Hashable] | None = None, n_boot: int = 10_000, level: float = 0.95,
+                      seed: int = 0) -> dict[str, RankCorrelation]:
+    """Spearman and Kendall between ``search[i]`` (objective i's search fitness) and objective i's
+    mean held-out outcome, ``heldout[i][u]`` being its outcome on held-out unit (seed) u, nan where
+    that run failed; units are resampled (within ``strata``) as the comment above this function says."""
+    x = np.asarray(search, dtype=float)
+    y = np.asarray(heldout, dtype=float)
+    if y.ndim != 2 or y.shape[0] != x.size:
+        raise ValueError(f"heldout must be (objectives, units) = ({x.size}, n), got {y.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("every objective needs a finite search fitness")
+    n_obj, n_units = y.shape
+    if strata is None:
+        strata = [0] * n_units
+    rng = np.random.default_rng(seed)
+    idx = np.empty((n_boot, n_units), dtype=np.int64)
+    by_stratum: dict = {}
+    for j, s in enumerate(strata):
+        by_stratum.setdefault(s, []).append(j)
+    for members in by_stratum.values():
+        members = np.asarray(members)
+        idx[:, members] = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+    done = np.isfinite(y)
+    filled = np.where(done, y, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = filled.sum(axis=1) / done.sum(axis=1)                           # mean over finished units
+        reps = filled[:, idx].sum(axis=2) / done[:, idx].sum(axis=2)          # (objectives, n_boot)
+    reps = reps.T
+    ok = np.all(np.isfinite(reps), axis=1)
+    alpha = (1.0 - level) / 2.0
+    out = {}
+    for method, fn in (("spearman", spearman), ("kendall", kendall)):
+        estimate = fn(x, point) if np.all(np.isfinite(point)) else math.nan
+        r = fn(x, reps[ok]) if ok.any() else np.array([])
+        r = np.asarray(r)[np.isfinite(r)] if np.size(r) else np.array([])
+        lo, hi = (np.quantile(r, [alpha, 1.0 - alpha]) if r.size else (math.nan, math.nan))
+        notes = []
+        if n_obj < 3:
+            notes.append(f"only {n_obj} objectives: a rank correlation of 2 is +1 or -1")
+        if n_units < FEW_UNITS:
+            notes.append(f"only {n_units} held-out seed/setting unit{'s' if n_units != 1 else ''}: percentile intervals run "
+                         "narrow at this size; add seeds")
+        if r.size < n_boot:
+            notes.append(f"{n_boot - r.size} replicate(s) undefined (a constant ranking or no finished run) and left out")
+        out[method] = RankCorrelation(method=method, estimate=float(estimate), lo=float(lo), hi=float(hi),
+                                      n_objectives=n_obj, n_units=n_units, n_boot=n_boot, n_valid=int(r.size),
+                                      level=level, note="; ".join(notes))
+    return out

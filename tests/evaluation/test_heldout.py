@@ -1,6 +1,7 @@
 """evaluation.heldout: only settings the search never used, the best candidates, heldout.json."""
 
 import json
+import math
 
 import pytest
 
@@ -54,6 +55,9 @@ def test_parse_task_variants():
     with pytest.raises(HeldoutError, match="run_candidate's own argument.*data_seed"):
         parse_task("synthetic:seed=3")  # would collide with the training seed
     assert parse_task("synthetic:data_seed=7") == ("synthetic", (("data_seed", 7),))
+    assert parse_task("recipe:zephyr-gemma") == ("recipe:zephyr-gemma", ())   # the name's own colon
+    assert parse_task("recipe:zephyr-gemma:model=/m,dataset=/d") == (
+        "recipe:zephyr-gemma", (("dataset", "/d"), ("model", "/m")))
 
 
 def test_disco_heldout_on_a_task_variant_with_another_data_seed(tmp_path, capsys, monkeypatch):
@@ -117,3 +121,78 @@ def test_heldout_corrects_the_top_k_candidates_not_the_baselines_for_multiplicit
     assert all(t["families"] for t in saved["per_setting"].values())
     one = evaluate_heldout(d, top=1, seeds=[1, 2, 3], runner=FakeRunner(), n_boot=300, log=lambda m: None)
     assert one.table.families == {}  # one candidate: one comparison per baseline, nothing to correct
+
+
+# -- transfer: the search ranking against the held-out one --------------------------------------------
+
+def test_transfer_reports_rank_correlations_per_setting_and_who_beats_dpo(tmp_path):
+    """The fake's held-out quality orders the objectives as the archive does: rho = tau = +1."""
+    d = make_campaign(tmp_path / "c")
+    result = evaluate_heldout(d, top=2, seeds=[1, 2, 3], betas=[0.1, 0.5], runner=FakeRunner(), n_boot=300,
+                              log=lambda m: None)
+    assert list(result.transfer) == ["synthetic,max_steps=20/beta=0.1", "synthetic,max_steps=20/beta=0.5",
+                                     "all settings"]
+    t = result.transfer["synthetic,max_steps=20/beta=0.1"]
+    objs = {o["objective"]: o for o in t["objectives"]}
+    assert set(objs) == {"good#4", "meh#5", "dpo", "ipo", "lrml"}      # top K and the baselines
+    assert objs["good#4"]["search_fitness"] == 0.71 and objs["dpo"]["search_fitness"] == 0.60
+    assert [objs[k]["search_rank"] for k in ("good#4", "lrml", "dpo", "meh#5", "ipo")] == [1, 2, 3, 4, 5]
+    assert objs["good#4"]["heldout_mean"] == pytest.approx(0.70 + (0.05 - 0.04 + 0.02) / 3)
+    for m in ("spearman", "kendall"):
+        assert (t[m]["estimate"], t[m]["lo"], t[m]["hi"]) == (1.0, 1.0, 1.0) and t[m]["n_objectives"] == 5
+    assert t["spearman"]["text"] == "Spearman rho over 5 objectives: +1.00 [95% bootstrap CI over seeds: +1.00, +1.00]"
+    assert t["beats_dpo"] == ["good#4"] and "Holm" in t["beats_dpo_what"]
+    saved = json.loads((d / "heldout.json").read_text())
+    assert saved["transfer"]["all settings"]["n_seeds"] == 6 and saved["search_metric"] == "win_rate"
+
+
+def test_an_inverted_held_out_ranking_gives_minus_one_and_ties_are_averaged(tmp_path, monkeypatch):
+    from tests.evaluation import fakes
+    d = make_campaign(tmp_path / "c")
+    # archive order good > lrml > dpo > meh > ipo; held out: the reverse
+    for name, q in {"good": 0.50, "lrml": 0.55, "dpo": 0.60, "meh": 0.65, "ipo": 0.70}.items():
+        monkeypatch.setitem(fakes.QUALITY, name, q)
+    t = evaluate_heldout(d, top=2, seeds=[1, 2, 3], runner=FakeRunner(), n_boot=200,
+                         log=lambda m: None).transfer["synthetic,max_steps=20/beta=0.1"]
+    assert t["spearman"]["estimate"] == pytest.approx(-1.0) and t["kendall"]["hi"] == pytest.approx(-1.0)
+    assert t["beats_dpo"] == ["meh#5"]   # held out, the search's 4th beats DPO and its best does not
+    # ties: good and lrml equal held out -> ranks (1.5, 1.5, 3, 4, 5) against (1, 2, 3, 4, 5)
+    for name, q in {"good": 0.70, "lrml": 0.70, "dpo": 0.60, "meh": 0.58, "ipo": 0.55}.items():
+        monkeypatch.setitem(fakes.QUALITY, name, q)
+    t = evaluate_heldout(d, top=2, seeds=[1, 2, 3], runner=FakeRunner(), n_boot=200,
+                         log=lambda m: None).transfer["synthetic,max_steps=20/beta=0.1"]
+    assert {o["objective"]: o["heldout_rank"] for o in t["objectives"]}["lrml"] == 1.5
+    # rho: centred ranks (-2,-1,0,1,2) and (-1.5,-1.5,0,1,2): 9.5 / sqrt(10 * 9.5); tau-b: 9 of 10 pairs
+    # concordant, one tied: 9 / sqrt(10 * 9)
+    assert t["spearman"]["estimate"] == pytest.approx(9.5 / math.sqrt(95))
+    assert t["kendall"]["estimate"] == pytest.approx(9 / math.sqrt(90))
+    assert t["spearman"]["lo"] <= t["spearman"]["estimate"] <= t["spearman"]["hi"]
+
+
+def test_one_candidate_beats_dpo_without_correction_and_kl_is_ranked_negated(tmp_path):
+    d = make_campaign(tmp_path / "c")
+    t = evaluate_heldout(d, top=1, seeds=[1, 2, 3], runner=FakeRunner(), n_boot=300,
+                         log=lambda m: None).transfer["synthetic,max_steps=20/beta=0.1"]
+    assert t["beats_dpo"] == ["good#4"] and "nothing to correct" in t["beats_dpo_what"]
+    assert t["spearman"]["n_objectives"] == 4
+    # kl: lower is better, so it is ranked negated; the fake's kl grows with quality, so the better an
+    # objective's search fitness the worse its held-out kl: -1
+    t = evaluate_heldout(d, top=2, seeds=[1, 2, 3], metric="kl", runner=FakeRunner(), n_boot=300,
+                         log=lambda m: None).transfer["synthetic,max_steps=20/beta=0.1"]
+    assert t["oriented"] and t["spearman"]["estimate"] == pytest.approx(-1.0)
+    assert {o["objective"]: o["heldout_mean"] for o in t["objectives"]}["dpo"] == pytest.approx(20.0)
+
+
+def test_disco_heldout_prints_and_writes_the_rank_correlation(tmp_path, capsys, monkeypatch):
+    d = make_campaign(tmp_path / "c")
+    monkeypatch.setattr(analysis_commands, "RUNNER", FakeRunner())
+    assert main(["heldout", str(d), "--top", "2", "--seeds", "1", "2", "--n-boot", "200", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "does the search ranking transfer?" in out
+    assert "Spearman rho over 5 objectives: +1.00 [95% bootstrap CI over seeds: +1.00, +1.00]" in out
+    assert "Kendall tau over 5 objectives: +1.00" in out and "beat DPO (Holm-adjusted" in out
+    assert "rank search->held-out: good#4 1->1" in out
+    assert main(["heldout", str(d), "--top", "2", "--seeds", "1", "2", "--n-boot", "200", "--json", "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["transfer"] == json.loads((d / "heldout.json").read_text())["transfer"]
+    assert printed["transfer"]["synthetic,max_steps=20/beta=0.1"]["kendall"]["estimate"] == 1.0

@@ -61,6 +61,11 @@ def test_report_is_one_self_contained_page(campaign):
     assert "non-finite loss" in page                    # boom's failure, shown with its reason
     assert "good#4" in page and "[+0.1000,&nbsp;+0.1000]" in page  # held-out interval of good vs dpo
     assert "− 0.5 (SFT)" in page                          # the win rate against the SFT model too
+    assert "Does the search ranking transfer?" in page     # per held-out setting: the two rankings, rho, tau
+    assert "<th>search rank</th>" in page and "<th>held-out rank</th>" in page
+    assert "Spearman rho over 5 objectives: +1.00 [95% bootstrap CI over seeds: +1.00, +1.00]" in page
+    assert "Kendall tau over 5 objectives: +1.00" in page
+    assert re.search(r"Beat DPO here <span[^>]*>\(Holm-adjusted[^<]*\)</span>: <b>good#4</b>", page)
 
 
 def test_report_says_what_is_missing(tmp_path):

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.stats import bootstrap_p, correct, hierarchical_bootstrap, holm, mean_se, paired_bootstrap
+from evaluation.stats import (bootstrap_p, correct, hierarchical_bootstrap, holm, kendall, mean_se, paired_bootstrap,
+                              rank_correlations, spearman)
 
 
 def test_identical_arrays_give_the_zero_interval():
@@ -134,3 +135,58 @@ def test_an_estimate_serialises_without_its_replicates_and_says_what_it_is():
     json.dumps(d)
     h = hierarchical_bootstrap([[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [1.0, 0.0]], n_boot=50)
     assert "then 4 paired prompts within them" in h.to_dict()["what"]
+
+
+# -- rank correlations -------------------------------------------------------------------------------
+
+def test_rank_correlations_by_hand_agreement_inversion_and_ties():
+    x = [0.1, 0.4, 0.2, 0.9]
+    assert spearman(x, [1, 3, 2, 4]) == pytest.approx(1.0) and kendall(x, [1, 3, 2, 4]) == pytest.approx(1.0)
+    assert spearman(x, [4, 2, 3, 1]) == pytest.approx(-1.0) and kendall(x, [4, 2, 3, 1]) == pytest.approx(-1.0)
+    # y = (1, 1, 2, 3) against (1, 2, 3, 4): average ranks (1.5, 1.5, 3, 4); centred products sum to 4.5,
+    # sums of squares 5 and 4.5, so rho = 4.5 / sqrt(22.5) = 3 / sqrt(10); tau-b: 5 of 6 pairs concordant,
+    # one tied in y, none discordant: 5 / sqrt(6 * 5)
+    assert spearman([1, 2, 3, 4], [1, 1, 2, 3]) == pytest.approx(3 / math.sqrt(10))
+    assert kendall([1, 2, 3, 4], [1, 1, 2, 3]) == pytest.approx(5 / math.sqrt(30))
+    assert math.isnan(spearman([1, 2, 3], [5, 5, 5])) and math.isnan(kendall([1, 2, 3], [5, 5, 5]))
+
+
+def test_rank_correlations_match_scipy_with_ties_and_vectorised():
+    from scipy.stats import kendalltau, spearmanr
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        x, y = rng.integers(0, 4, 6).astype(float), rng.integers(0, 4, 6).astype(float)
+        for mine, theirs in ((spearman, spearmanr), (kendall, kendalltau)):
+            a, b = mine(x, y), theirs(x, y).statistic
+            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b)
+    x, ys = rng.normal(size=5), rng.normal(size=(4, 5))
+    assert spearman(x, ys) == pytest.approx([spearmanr(x, y).statistic for y in ys])
+    assert kendall(x, ys) == pytest.approx([kendalltau(x, y).statistic for y in ys])
+
+
+def test_rank_correlation_interval_contains_the_estimate_and_says_what_it_is():
+    rng = np.random.default_rng(2)
+    search = [0.7, 0.6, 0.62, 0.55, 0.58]
+    heldout = np.array(search)[:, None] + rng.normal(0, 0.04, size=(5, 12))   # 12 held-out seeds
+    heldout[0, 3] = np.nan                                                     # one failed run
+    out = rank_correlations(search, heldout, n_boot=2000)
+    for method, c in out.items():
+        assert c.lo <= c.estimate <= c.hi and -1 <= c.lo and c.hi <= 1
+        assert c.n_objectives == 5 and c.n_units == 12 and c.n_valid == 2000 and not c.note
+    assert out["spearman"].format().startswith("Spearman rho over 5 objectives: ")
+    assert "[95% bootstrap CI over seeds: " in out["kendall"].format()
+    d = out["spearman"].to_dict()
+    assert d["text"] == out["spearman"].format() and "resampling the 12 held-out seeds" in d["what"]
+    json.dumps(d)
+
+
+def test_perfect_agreement_on_every_seed_gives_the_point_interval_one():
+    search = [3.0, 1.0, 2.0]
+    heldout = [[0.9, 0.8, 0.95], [0.1, 0.2, 0.15], [0.5, 0.5, 0.45]]
+    out = rank_correlations(search, heldout, n_boot=500, strata=["a", "a", "b"])
+    assert (out["spearman"].estimate, out["spearman"].lo, out["spearman"].hi) == (1.0, 1.0, 1.0)
+    assert out["kendall"].estimate == pytest.approx(1.0) and "only 3 held-out" in out["kendall"].note
+    inverted = rank_correlations([-v for v in search], heldout, n_boot=500)
+    assert inverted["spearman"].hi == pytest.approx(-1.0) and inverted["kendall"].estimate == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        rank_correlations(search, [[1.0], [2.0]])
