@@ -4,7 +4,8 @@
 (:class:`inner_loop.task.Task`) whose ``defaults(task_overrides) -> TaskDefaults`` attribute reads
 the task's defaults; :func:`get_task` calls the builder. :func:`task_defaults` reads a task's
 default beta and training defaults without building it (no model, no SFT training). Tasks:
-``synthetic`` (the embedded sentiment task, scored by its gold reward) and ``recipe:<name>`` per
+``synthetic`` (the embedded sentiment task, scored by its gold reward), ``keypoints`` (a second
+embedded task of another kind and a larger model: key-item coverage minus a length penalty) and ``recipe:<name>`` per
 paper recipe (a chat model trained and kept for an LLM judge).
 
 Builders are registered as thin functions that import their module on first use, so importing
@@ -48,6 +49,25 @@ def _synthetic_defaults(overrides: dict) -> TaskDefaults:
 
 _synthetic.defaults = _synthetic_defaults
 TASKS.register("synthetic", _synthetic)
+
+
+def _keypoints(cache_dir=None, progress: bool = True, **overrides) -> Task:
+    from inner_loop import keypoints
+
+    return keypoints.build(keypoints.KeypointsConfig.with_overrides(**overrides), cache_dir=cache_dir,
+                           progress=progress)
+
+
+def _keypoints_defaults(overrides: dict) -> TaskDefaults:
+    from inner_loop.keypoints_language import TRAIN_DEFAULTS, KeypointsConfig
+
+    fields = {f.name for f in dataclasses.fields(KeypointsConfig)}
+    config = KeypointsConfig.with_overrides(**{k: v for k, v in overrides.items() if k in fields})
+    return TaskDefaults(beta=config.beta, train=dict(TRAIN_DEFAULTS))
+
+
+_keypoints.defaults = _keypoints_defaults
+TASKS.register("keypoints", _keypoints)
 
 
 def _recipe_builder(recipe: str) -> TaskBuilder:
