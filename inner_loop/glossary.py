@@ -16,7 +16,7 @@ GLOSSARY: dict[str, str] = {
                 "reward than the SFT model's completion for the same prompt and sample index, both drawn with "
                 "the same random numbers; ties count half; 0.5 = no change (the SFT model scores 0.5 exactly)",
     "win_rate_se": "standard error of win_rate over held-out prompts (one seed's evaluation noise only)",
-    "reward": "mean gold reward (the task's own scorer, in [0, 1]) of the policy's sampled completions",
+    "reward": "mean gold reward (the task's own scorer: in [0, 1] on synthetic, [-0.6, 1] on keypoints) of the policy's sampled completions",
     "reward_se": "standard error of reward over held-out prompts",
     "ref_reward": "mean gold reward of the SFT (reference) model's completions on the same prompts",
     "reward_gain": "reward - ref_reward: the policy's mean gold reward minus the SFT model's on the same prompts "
