@@ -131,6 +131,19 @@ def hierarchical_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[fl
                       pairing="prompt-within-setting")
 
 
+def resample_units(strata: Sequence[Hashable], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` bootstrap draws of unit indices, shape (n_boot, units): column j draws, with
+    replacement, among the units of unit j's stratum."""
+    idx = np.empty((n_boot, len(strata)), dtype=np.int64)
+    by_stratum: dict = {}
+    for j, s in enumerate(strata):
+        by_stratum.setdefault(s, []).append(j)
+    for members in by_stratum.values():
+        members = np.asarray(members)
+        idx[:, members] = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+    return idx
+
+
 def _bootstrap(groups: list[np.ndarray], *, strata, n_boot: int, level: float, seed: int,
                pairing: str) -> Estimate:
     n_units = len(groups)
@@ -146,13 +159,7 @@ def _bootstrap(groups: list[np.ndarray], *, strata, n_boot: int, level: float, s
     unit_means = np.array([g.mean() for g in groups])
 
     # level 1: units, resampled within their stratum (column j draws from unit j's stratum)
-    idx = np.empty((n_boot, n_units), dtype=np.int64)
-    by_stratum: dict = {}
-    for j, s in enumerate(strata):
-        by_stratum.setdefault(s, []).append(j)
-    for members in by_stratum.values():
-        members = np.asarray(members)
-        idx[:, members] = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+    idx = resample_units(strata, n_boot, rng)
 
     # level 2: prompts within every drawn unit, an independent resample per draw
     if pairing == "setting":
@@ -360,13 +367,7 @@ def rank_correlations(search: Sequence[float], heldout: Sequence[Sequence[float]
     if strata is None:
         strata = [0] * n_units
     rng = np.random.default_rng(seed)
-    idx = np.empty((n_boot, n_units), dtype=np.int64)
-    by_stratum: dict = {}
-    for j, s in enumerate(strata):
-        by_stratum.setdefault(s, []).append(j)
-    for members in by_stratum.values():
-        members = np.asarray(members)
-        idx[:, members] = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+    idx = resample_units(strata, n_boot, rng)
     done = np.isfinite(y)
     filled = np.where(done, y, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -39,8 +39,6 @@ import dataclasses
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,50 +47,20 @@ import torch
 from inner_loop.keypoints_language import (BOS, BUILD_VERSION, EOS, MARK, PAD, TRAIN_DEFAULTS, KeypointsConfig,
                                            keypoint_reward, keys_of, prompt_items, prompt_words, sft_completion,
                                            vocabulary)
-from inner_loop.synthetic import default_cache_dir, quiet_libraries
-from inner_loop.task import Task
+from inner_loop.local_task import LocalTask, build_cached
 
 
-class KeypointsTask(Task):
+class KeypointsTask(LocalTask):
     """A built keypoints task, loaded from its cache directory (see the module docstring)."""
 
     name = "keypoints"
+    config_class = KeypointsConfig
+    TRAIN_DEFAULTS = TRAIN_DEFAULTS
 
     def __init__(self, path: Path, loaded_from_cache: bool):
-        from datasets import load_from_disk
-        from transformers import PreTrainedTokenizerFast
-
-        self.path = Path(path)
-        self.loaded_from_cache = loaded_from_cache
-        raw = json.loads((self.path / "config.json").read_text())
-        raw.pop("build_version", None)
-        self.config = KeypointsConfig(**raw)
-        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path / "tokenizer"))
-        self.sft_path = self.path / "sft"
-        self.train_pairs = load_from_disk(str(self.path / "train_pairs"))
-        self.heldout_prompts: list[list[int]] = json.loads((self.path / "heldout_prompts.json").read_text())
-        self.build_info: dict = json.loads((self.path / "build_info.json").read_text())
+        super().__init__(path, loaded_from_cache)
         self.vocab = vocabulary(self.config)
         self.mark_id = self.vocab.index(MARK)
-        self.default_beta = self.config.beta
-        self.train_defaults = dict(TRAIN_DEFAULTS)
-        self.max_completion_len = self.config.max_completion_len
-
-    @property
-    def eos_token_id(self) -> int:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.tokenizer.pad_token_id
-
-    def load_sft(self):
-        """A fresh float32 GPT2LMHeadModel from ``sft_path``, in train mode (dropout is 0 anyway)."""
-        from transformers import GPT2LMHeadModel
-
-        with quiet_libraries(True):
-            model = GPT2LMHeadModel.from_pretrained(str(self.sft_path), dtype=torch.float32)
-        return model.train()
 
     def gold_reward(self, completions, prompts=None) -> torch.Tensor:
         """r(y | x) per completion; ``prompts`` (one per completion) default to the held-out prompts,
@@ -109,39 +77,12 @@ class KeypointsTask(Task):
         return torch.tensor([keypoint_reward(c, keys_of(p, self.mark_id), self.eos_token_id,
                                              self.config.length_penalty) for p, c in zip(prompts, completions)])
 
-    def score(self, policy, *, seed: int, out_dir: str | None = None, losses=(), **eval_kwargs) -> dict:
-        """:func:`inner_loop.metrics.evaluate_policy` on the held-out prompts with this task's reward."""
-        from inner_loop.metrics import evaluate_policy
-
-        policy.eval()
-        return evaluate_policy(policy, self, **{"seed": seed, **eval_kwargs})
-
 
 def build(config: KeypointsConfig = KeypointsConfig(), cache_dir: str | os.PathLike | None = None,
           progress: bool = True, threads: int | None = 1) -> KeypointsTask:
-    """Load the task for ``config`` from the cache, building it first if it is not there."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"keypoints-{config.config_hash()}"
-    if (final / "build_info.json").exists():
-        return KeypointsTask(final, loaded_from_cache=True)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=root))
-    try:
-        from inner_loop import sampling
-
-        with sampling.torch_threads(threads), quiet_libraries(not progress):
-            build_into(tmp, config, progress=progress)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "build_info.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            return KeypointsTask(final, loaded_from_cache=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return KeypointsTask(final, loaded_from_cache=False)
+    """Load the task for ``config`` from the cache, building it first if it is not there
+    (:func:`inner_loop.local_task.build_cached`)."""
+    return build_cached(KeypointsTask, config, build_into, cache_dir, progress, threads)
 
 
 def split_prompts(config: KeypointsConfig, rng: random.Random) -> tuple[list[tuple], list[tuple]]:

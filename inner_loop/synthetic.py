@@ -77,65 +77,37 @@ With datasets 5, ``train_pairs["col"]`` is a lazy ``Column``: wrap it in ``list(
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from inner_loop.local_task import (LocalTask, build_cached, default_cache_dir,  # noqa: F401 - re-exported
+                                   quiet_libraries)
 from inner_loop.synthetic_language import (  # noqa: F401 - the task's language, re-exported here
     BOS, BUILD_VERSION, EOS, FUNCTION, HEDGES, INTENSIFIERS, NEGATIVE, NEGATOR, NEUTRAL_ADJ, NOUNS, PAD, POSITIVE,
     SPECIALS, TRAIN_DEFAULTS, UNK, SyntheticConfig, log, prompt_words, review, reward_tables, sentiment_score,
     vocabulary)
-from inner_loop.task import Task
 
 # --- the task -----------------------------------------------------------------------------------
 
-class SyntheticTask(Task):
+class SyntheticTask(LocalTask):
     """A built synthetic task, loaded from its cache directory (see the module docstring)."""
 
     name = "synthetic"
+    config_class = SyntheticConfig
+    TRAIN_DEFAULTS = TRAIN_DEFAULTS
 
     def __init__(self, path: Path, loaded_from_cache: bool):
-        from datasets import load_from_disk
-        from transformers import PreTrainedTokenizerFast
-
-        self.path = Path(path)
-        self.loaded_from_cache = loaded_from_cache  # False only for the call that built it
-        raw = json.loads((self.path / "config.json").read_text())
-        raw.pop("build_version", None)
-        if "seed" in raw:  # caches written before the field was renamed
-            raw["data_seed"] = raw.pop("seed")
-        self.config = SyntheticConfig(**raw)
-        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path / "tokenizer"))
-        self.sft_path = self.path / "sft"
-        self.train_pairs = load_from_disk(str(self.path / "train_pairs"))
-        self.heldout_prompts: list[list[int]] = json.loads((self.path / "heldout_prompts.json").read_text())
-        self.build_info: dict = json.loads((self.path / "build_info.json").read_text())
+        super().__init__(path, loaded_from_cache)
         self.vocab = vocabulary(self.config)
         self._w, self._m = reward_tables(self.vocab)
-        self.default_beta = self.config.beta
-        self.train_defaults = dict(TRAIN_DEFAULTS)
-        self.max_completion_len = self.config.max_completion_len
 
-    @property
-    def eos_token_id(self) -> int:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.tokenizer.pad_token_id
-
-    def load_sft(self):
-        """A fresh float32 GPT2LMHeadModel from ``sft_path``, in train mode (dropout is 0 anyway)."""
-        from transformers import GPT2LMHeadModel
-
-        with _quiet(True):
-            model = GPT2LMHeadModel.from_pretrained(str(self.sft_path), dtype=torch.float32)
-        return model.train()
+    @staticmethod
+    def upgrade_config(raw: dict) -> dict:
+        if "seed" in raw:  # caches written before the field was renamed
+            raw["data_seed"] = raw.pop("seed")
+        return raw
 
     def sentiment_score(self, completions) -> torch.Tensor:
         return sentiment_score(completions, self._w, self._m, self.eos_token_id)
@@ -144,72 +116,11 @@ class SyntheticTask(Task):
         """r(y) = sigmoid(s(y) / reward_scale) per completion (completion token ids only)."""
         return torch.sigmoid(self.sentiment_score(completions) / self.config.reward_scale)
 
-    def score(self, policy, *, seed: int, out_dir: str | None = None, losses=(), **eval_kwargs) -> dict:
-        """The gold-reward metrics of ``policy`` on the held-out prompts
-        (:func:`inner_loop.metrics.evaluate_policy`; ``eval_kwargs`` go to it, its ``seed`` is the
-        run's unless they name one)."""
-        from inner_loop.metrics import evaluate_policy
-
-        policy.eval()
-        return evaluate_policy(policy, self, **{"seed": seed, **eval_kwargs})
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("DISCO_CACHE") or Path.home() / ".cache" / "disco")
-
 
 def build(config: SyntheticConfig = SyntheticConfig(), cache_dir: str | os.PathLike | None = None,
           progress: bool = True, threads: int | None = 1) -> SyntheticTask:
-    """Load the task for ``config`` from the cache, building it first if it is not there.
+    """Load the task for ``config`` from the cache, building it first if it is not there
+    (:func:`inner_loop.local_task.build_cached`)."""
+    from inner_loop import synthetic_build
 
-    ``threads``: torch intra-op threads during a build (1 is fastest for this model size on a
-    shared CPU, see :mod:`inner_loop.sampling`; None leaves the setting alone).
-    """
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"synthetic-{config.config_hash()}"
-    if (final / "build_info.json").exists():
-        return SyntheticTask(final, loaded_from_cache=True)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=root))
-    try:
-        from inner_loop import sampling, synthetic_build
-
-        with sampling.torch_threads(threads), _quiet(not progress):
-            synthetic_build.build_into(tmp, config, progress=progress)
-        try:
-            os.rename(tmp, final)  # atomic: the cache directory appears complete or not at all
-        except OSError:
-            if not (final / "build_info.json").exists():  # not a lost race with another builder
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            return SyntheticTask(final, loaded_from_cache=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return SyntheticTask(final, loaded_from_cache=False)
-
-
-@contextlib.contextmanager
-def quiet_libraries(quiet: bool = True):
-    """Silence the datasets / transformers progress bars and warnings for the block (``--quiet``)."""
-    import datasets
-    from transformers.utils import logging as tlog
-
-    if not quiet:
-        yield
-        return
-    bars = (datasets.are_progress_bars_disabled(), tlog.is_progress_bar_enabled(), tlog.get_verbosity())
-    datasets.disable_progress_bars()
-    tlog.disable_progress_bar()
-    tlog.set_verbosity_error()
-    try:
-        yield
-    finally:
-        if not bars[0]:
-            datasets.enable_progress_bars()
-        if bars[1]:
-            tlog.enable_progress_bar()
-        tlog.set_verbosity(bars[2])
-
-
-_quiet = quiet_libraries
+    return build_cached(SyntheticTask, config, synthetic_build.build_into, cache_dir, progress, threads)

@@ -32,42 +32,30 @@ class TaskDefaults:
     train: dict
 
 
-def _synthetic(cache_dir=None, progress: bool = True, **overrides) -> Task:
-    from inner_loop import synthetic
+def _local(name: str, module: str, language: str, config_class: str) -> TaskBuilder:
+    """The builder of a locally built task: ``module.build(config)``, its defaults read from
+    ``language`` (which imports no torch) without building anything."""
+    import importlib
 
-    return synthetic.build(synthetic.SyntheticConfig.with_overrides(**overrides), cache_dir=cache_dir,
-                           progress=progress)
+    def build(cache_dir=None, progress: bool = True, **overrides) -> Task:
+        config = getattr(importlib.import_module(language), config_class).with_overrides(**overrides)
+        return importlib.import_module(module).build(config, cache_dir=cache_dir, progress=progress)
 
+    def defaults(overrides: dict) -> TaskDefaults:
+        lang = importlib.import_module(language)
+        cls = getattr(lang, config_class)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        config = cls.with_overrides(**{k: v for k, v in overrides.items() if k in fields})
+        return TaskDefaults(beta=config.beta, train=dict(lang.TRAIN_DEFAULTS))
 
-def _synthetic_defaults(overrides: dict) -> TaskDefaults:
-    from inner_loop.synthetic_language import TRAIN_DEFAULTS, SyntheticConfig
-
-    fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
-    config = SyntheticConfig.with_overrides(**{k: v for k, v in overrides.items() if k in fields})
-    return TaskDefaults(beta=config.beta, train=dict(TRAIN_DEFAULTS))
-
-
-_synthetic.defaults = _synthetic_defaults
-TASKS.register("synthetic", _synthetic)
-
-
-def _keypoints(cache_dir=None, progress: bool = True, **overrides) -> Task:
-    from inner_loop import keypoints
-
-    return keypoints.build(keypoints.KeypointsConfig.with_overrides(**overrides), cache_dir=cache_dir,
-                           progress=progress)
+    build.defaults = defaults
+    return build
 
 
-def _keypoints_defaults(overrides: dict) -> TaskDefaults:
-    from inner_loop.keypoints_language import TRAIN_DEFAULTS, KeypointsConfig
-
-    fields = {f.name for f in dataclasses.fields(KeypointsConfig)}
-    config = KeypointsConfig.with_overrides(**{k: v for k, v in overrides.items() if k in fields})
-    return TaskDefaults(beta=config.beta, train=dict(TRAIN_DEFAULTS))
-
-
-_keypoints.defaults = _keypoints_defaults
-TASKS.register("keypoints", _keypoints)
+TASKS.register("synthetic", _local("synthetic", "inner_loop.synthetic", "inner_loop.synthetic_language",
+                                   "SyntheticConfig"))
+TASKS.register("keypoints", _local("keypoints", "inner_loop.keypoints", "inner_loop.keypoints_language",
+                                   "KeypointsConfig"))
 
 
 def _recipe_builder(recipe: str) -> TaskBuilder:
