@@ -35,7 +35,6 @@ takes completions alone, as ``evaluate_policy`` passes them: prompt-major over
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -146,18 +145,15 @@ def build_into(out: Path, config: KeypointsConfig, progress: bool = True) -> Non
     from datasets import Dataset
 
     from inner_loop import sampling
-    from inner_loop.synthetic_build import make_model, make_tokenizer
+    from inner_loop.synthetic_build import make_model, start_build
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     rng = random.Random(config.data_seed)
     vocab = vocabulary(config)
-    index = {w: i for i, w in enumerate(vocab)}
+    index, _ = start_build(out, config, vocab, BUILD_VERSION)
     bos, eos, pad = index[BOS], index[EOS], index[PAD]
     ids_of = lambda words: [index[w] for w in words]  # noqa: E731
-    (out / "config.json").write_text(json.dumps({"build_version": BUILD_VERSION,
-                                                 **dataclasses.asdict(config)}, indent=1))
-    make_tokenizer(vocab).save_pretrained(str(out / "tokenizer"))
 
     corpus = []  # (prompt ids, completion ids)
     for _ in range(config.corpus_size):

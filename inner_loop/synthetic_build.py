@@ -36,6 +36,16 @@ def make_tokenizer(vocab: list[str]):
                                    unk_token=UNK, model_input_names=["input_ids", "attention_mask"])
 
 
+def start_build(out: Path, config, vocab: list[str], build_version: int):
+    """The first artefacts of a local task's build in ``out``: ``config.json`` (the config and
+    ``build_version``) and the word-level ``tokenizer/``; returns (token id by word, tokenizer)."""
+    (out / "config.json").write_text(json.dumps({"build_version": build_version,
+                                                 **dataclasses.asdict(config)}, indent=1))
+    tokenizer = make_tokenizer(vocab)
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    return {w: i for i, w in enumerate(vocab)}, tokenizer
+
+
 def make_model(config: SyntheticConfig, vocab_size: int):
     """A GPT-2 from config (no pretrained weights), dropout 0, initialised from ``config.data_seed``."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -113,12 +123,8 @@ def build_into(out: Path, config: SyntheticConfig, progress: bool = True) -> Non
     timings: dict[str, float] = {}
     rng = random.Random(config.data_seed)
     vocab = vocabulary(config)
-    index = {w: i for i, w in enumerate(vocab)}
+    index, tokenizer = start_build(out, config, vocab, BUILD_VERSION)
     bos, eos, pad = index[BOS], index[EOS], index[PAD]
-    (out / "config.json").write_text(json.dumps({"build_version": BUILD_VERSION,
-                                                 **dataclasses.asdict(config)}, indent=1))
-    tokenizer = make_tokenizer(vocab)
-    tokenizer.save_pretrained(str(out / "tokenizer"))
 
     corpus = [([bos] + [index[w] for w in review(rng, config)] + [eos])[:config.n_positions]
               for _ in range(config.corpus_size)]
