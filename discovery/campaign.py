@@ -40,7 +40,7 @@ process each, whose environment lacks the API keys; a cluster executor plugs in 
 proposals depends on timing; with one worker a campaign is deterministic given its seed. ``DIR/campaign.lock`` keeps a second process off a
 running campaign; it holds the runner's pid, and is removed when the run stops (normally, on an
 error or on Ctrl-C), so ``disco status`` tells a running campaign from a stopped one
-(:func:`lock_state`). ``DIR/config.yaml`` is the resolved config, for people.
+(:func:`discovery.lock.lock_state`). ``DIR/config.yaml`` is the resolved config, for people.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import shutil
 import sys
@@ -57,6 +56,7 @@ from pathlib import Path
 
 from discovery import noise, training
 from discovery.archive import FINAL, Archive, ArchiveError
+from discovery.lock import acquire, release
 from discovery.config import CampaignConfig, save_yaml
 from discovery.parsing import slug
 from discovery.proposal import Proposal
@@ -484,72 +484,9 @@ def _log_to(directory: Path, progress: bool):
     return handlers
 
 
-LOCK = "campaign.lock"
-
-
-def _lock(directory: Path):
-    """Hold ``DIR/campaign.lock`` for the campaign's lifetime: a second ``disco resume`` of a running
-    campaign would train its rows twice. The OS drops the lock when the holder dies (even by -9);
-    the holder removes the file when it stops (:func:`_unlock`), so a file left behind with no
-    holder is a crashed campaign's. The file holds the holder's pid (see :func:`lock_state`)."""
-    import fcntl
-    path = directory / LOCK
-    for attempt in range(20):  # a `disco status` probing the lock holds it for a moment
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            handle.close()
-            if attempt < 5:
-                time.sleep(0.05)
-                continue
-            raise ArchiveError(f"{directory} is being run by another process (pid {holder}); "
-                               "wait for it or stop it before resuming") from None
-        try:  # the file we locked may have been removed by a holder that was stopping: lock the new one
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
-    else:
-        raise ArchiveError(f"could not lock {path}: it keeps being replaced")
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-def _unlock(handle, directory: Path) -> None:
-    """Remove ``DIR/campaign.lock`` (still holding it, so no one else's), then let it go."""
-    try:
-        (directory / LOCK).unlink(missing_ok=True)
-    finally:
-        handle.close()
-
-
-def lock_state(directory) -> tuple[bool, str | None]:
-    """(whether a live process holds ``DIR/campaign.lock``, the pid written in it). Probing takes the
-    lock for a moment when no one holds it (:func:`_lock` waits that out); it never creates the file."""
-    import fcntl
-    try:
-        handle = open(Path(directory) / LOCK)
-    except FileNotFoundError:
-        return False, None
-    with handle:
-        pid = handle.read().strip() or None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True, pid
-        return False, pid
-
-
 def _locked(archive: Archive):
     try:
-        return _lock(archive.dir)
+        return acquire(archive.dir)
     except ArchiveError:
         archive.close()
         raise
@@ -581,7 +518,7 @@ def _drive(archive: Archive, lock, config: CampaignConfig, proposer, seams: Seam
             log.removeHandler(h)
             h.close()
         archive.close()
-        _unlock(lock, archive.dir)
+        release(lock, archive.dir)
 
 
 def run_campaign(directory, config: CampaignConfig, *, proposer=None, seams: Seams | None = None,
@@ -613,6 +550,6 @@ def resume_campaign(directory, *, proposer=None, seams: Seams | None = None, exe
             archive.set_meta("config", config.to_dict())
     except BaseException:
         archive.close()
-        _unlock(lock, archive.dir)
+        release(lock, archive.dir)
         raise
     return _drive(archive, lock, config, proposer, seams, executor, progress)

@@ -246,7 +246,7 @@ def run_state(directory: str, archive) -> tuple[str, str | None]:
     """("running", pid) while a live process holds ``DIR/campaign.lock``; else "finished" when every
     row is final and the campaign has all its candidates, "stopped" when not (a crash, Ctrl-C, an
     endpoint that went down: ``disco resume DIR`` continues it)."""
-    from discovery.campaign import lock_state
+    from discovery.lock import lock_state
     held, pid = lock_state(directory)
     if held:
         return "running", pid
