@@ -61,16 +61,18 @@ def _fields(cls, drop=()) -> dict:
 def override_fields(task: str | None, recipe: str | None = None) -> dict[str, dict] | None:
     """The keys ``--set`` may name, by where they go (``{"training": {field: default}, ...}``), for
     ``task`` (run_candidate) or ``recipe`` (run_recipe); None for a task whose fields are unknown."""
-    from inner_loop.recipe_task import Recipe
+    from inner_loop.recipe_task import config_class, recipe_names
     if recipe:
-        return {f"recipe {recipe}": _fields(Recipe, ("name", "description", "model", "dataset", "beta", "seed"))}
+        return {f"recipe {recipe}": _fields(config_class(recipe), ("name", "description", "kind", "model", "dataset",
+                                                                  "beta", "seed"))}
     from inner_loop.train_config import RUNNER_OPTIONS, TrainConfig
     groups = {"training": _fields(TrainConfig, ("beta", "seed")), "runner": dict.fromkeys(RUNNER_OPTIONS)}
     if task == "synthetic":
         from inner_loop.synthetic import SyntheticConfig
         groups[f"task {task}"] = {**_fields(SyntheticConfig), "cache_dir": None}
-    elif task and task.startswith("recipe:"):
-        groups[f"task {task}"] = {**_fields(Recipe, ("name", "description", "seed")), "cache_dir": None}
+    elif task and task.startswith("recipe:") and task[len("recipe:"):] in recipe_names():
+        groups[f"task {task}"] = {**_fields(config_class(task[len("recipe:"):]), ("name", "description", "kind",
+                                                                                   "seed")), "cache_dir": None}
     else:
         return None
     return groups

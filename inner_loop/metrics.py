@@ -187,6 +187,9 @@ def _evaluate(policy_model, task, n_samples_per_prompt, seed, ref_model, max_com
     eos, pad = task.tokenizer.eos_token_id, task.tokenizer.pad_token_id
     ref_device = next(ref_model.parameters()).device
     policy_device = next(policy_model.parameters()).device
+    if ref_device != policy_device and cached is not None:  # the task's own SFT copy follows the policy
+        ref_model = cached["model"] = ref_model.to(policy_device)
+        ref_device = policy_device
     if ref_device != policy_device:
         raise ValueError(f"policy on {policy_device} but reference on {ref_device}")
 

@@ -64,6 +64,7 @@ class Recipe:
     description: str
     model: str                       # hub id or local path (overridden by run_recipe(model=...))
     dataset: str
+    kind: str = "chat"               # chat (this module), tldr (inner_loop.tldr), imdb (inner_loop.imdb)
     split: str = "train"
     chat_template: str = "zephyr"    # fallback template file (recipe_files/<name>.jinja) for tokenizers without one
     beta: float = 0.05
@@ -87,12 +88,42 @@ class Recipe:
         return TrainConfig(**{**values, **overrides})
 
 
-RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(Recipe))
+# kind -> (module, config class, task class): a recipe file's ``kind`` picks them (default chat)
+RECIPE_KINDS = {
+    "chat": ("inner_loop.recipe_task", "Recipe", "RecipeTask"),
+    "tldr": ("inner_loop.tldr", "TldrRecipe", "TldrTask"),
+    "imdb": ("inner_loop.imdb", "ImdbRecipe", "ImdbTask"),
+}
 
 
-def task_fields(overrides: dict) -> dict:
-    """The ``overrides`` that are recipe fields (a run's other keys are not the recipe's)."""
-    return {k: v for k, v in overrides.items() if k in RECIPE_FIELDS}
+def _kind(kind: str, part: int):
+    import importlib
+    if kind not in RECIPE_KINDS:
+        raise TypeError(f"unknown recipe kind {kind!r}; known: {', '.join(RECIPE_KINDS)}")
+    module, *names = RECIPE_KINDS[kind]
+    return getattr(importlib.import_module(module), names[part])
+
+
+def recipe_kind(name: str) -> str:
+    """The ``kind`` recipe file ``name`` declares (chat when it names none)."""
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"unknown recipe {name!r}; known: {', '.join(recipe_names())}")
+    return (yaml.safe_load(path.read_text()) or {}).get("kind", "chat")
+
+
+def config_class(name: str) -> type:
+    """The config dataclass of recipe ``name`` (:class:`Recipe` or a kind's subclass of it)."""
+    return _kind(recipe_kind(name), 0)
+
+
+def task_fields(overrides: dict, name: str | None = None) -> dict:
+    """The ``overrides`` that are fields of recipe ``name`` (any kind's, without a name)."""
+    if name is None:
+        fields = {f.name for kind in RECIPE_KINDS for f in dataclasses.fields(_kind(kind, 0))}
+    else:
+        fields = {f.name for f in dataclasses.fields(config_class(name))}
+    return {k: v for k, v in overrides.items() if k in fields}
 
 
 def train_defaults(recipe: Recipe) -> dict:
@@ -106,15 +137,14 @@ def recipe_names() -> list[str]:
 
 
 def load_recipe(name: str, **overrides) -> Recipe:
-    path = RECIPE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise KeyError(f"unknown recipe {name!r}; known: {', '.join(recipe_names())}")
-    data = {"name": name, **yaml.safe_load(path.read_text()), **overrides}
-    known = {f.name for f in dataclasses.fields(Recipe)}
+    """Recipe file ``name`` with ``overrides``, as its kind's config class (unknown fields raise)."""
+    cls = config_class(name)
+    data = {"name": name, **yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text()), **overrides}
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise TypeError(f"unknown recipe field(s) {unknown}; known: {sorted(known)}")
-    return Recipe(**data)
+    return cls(**data)
 
 
 def chat_template(name: str) -> str:
@@ -139,6 +169,29 @@ def split_prompt(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], 
 
 def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]  # the template writes bos itself
+
+
+def tokenize_text_pairs(rows, tokenizer, max_prompt_length: int | None, max_length: int | None = None):
+    """Plain-text pairs (``{"prompt", "chosen", "rejected"}`` strings, a base language model, no chat
+    template) -> TRL's ``prompt_ids``/``chosen_ids``/``rejected_ids``: the prompt as the tokenizer
+    writes it (its bos, if it adds one), each reply followed by eos, the prompt cut to its last
+    ``max_prompt_length`` tokens and each reply to ``max_length`` minus the prompt's (keeping its start).
+    """
+    from datasets import Dataset
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos token: replies need one to end")
+    out = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+    for row in rows:
+        prompt_ids = tokenizer(row["prompt"])["input_ids"]
+        if max_prompt_length and len(prompt_ids) > max_prompt_length:
+            prompt_ids = prompt_ids[-max_prompt_length:]
+        room = max(1, max_length - len(prompt_ids)) if max_length else None
+        replies = [(_ids(tokenizer, row[side]) + [eos])[:room] for side in ("chosen", "rejected")]
+        out["prompt_ids"].append(prompt_ids)
+        out["chosen_ids"].append(replies[0])
+        out["rejected_ids"].append(replies[1])
+    return Dataset.from_dict(out)
 
 
 def tokenize_pairs(rows, tokenizer, max_prompt_length: int | None):
@@ -247,9 +300,9 @@ class RecipeTask(Task):
 
 
 def build(name: str, cache_dir=None, progress: bool = True, **overrides) -> RecipeTask:
-    """Task ``recipe:<name>`` with recipe-field ``overrides`` (unknown fields raise)."""
+    """Task ``recipe:<name>`` (its kind's task class) with recipe-field ``overrides`` (unknown fields raise)."""
     config = load_recipe(name, **overrides)
     key = json.dumps(dataclasses.asdict(config), sort_keys=True)
     if key not in _BUILT:
-        _BUILT[key] = RecipeTask(config)
+        _BUILT[key] = _kind(config.kind, 1)(config)
     return _BUILT[key]

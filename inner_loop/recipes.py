@@ -33,7 +33,7 @@ def run_recipe(name: str, *, model: str | None = None, dataset: str | None = Non
     ``overrides``: recipe and TrainConfig fields (an unknown one raises ``TypeError``)."""
     task_over = {k: v for k, v in (("model", model), ("dataset", dataset)) if v is not None}
     if seed is None:
-        seed = load_recipe(name, **task_fields({**overrides, **task_over})).seed
+        seed = load_recipe(name, **task_fields({**overrides, **task_over}, name)).seed
     result = run_candidate(objective, task=f"recipe:{name}", beta=beta, seed=seed, out_dir=out_dir,
                            isolation="none", progress=progress,
                            eval_kwargs={"model_dir": out_dir} if out_dir else None, **task_over, **overrides)

@@ -70,7 +70,7 @@ def _recipe_builder(recipe: str) -> TaskBuilder:
 def _recipe_defaults(recipe: str, overrides: dict) -> TaskDefaults:
     from inner_loop import recipe_task
 
-    config = recipe_task.load_recipe(recipe, **recipe_task.task_fields(overrides))
+    config = recipe_task.load_recipe(recipe, **recipe_task.task_fields(overrides, recipe))
     return TaskDefaults(beta=config.beta, train=recipe_task.train_defaults(config))
 
 
