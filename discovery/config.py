@@ -113,7 +113,9 @@ class ProposerConfig(_Section):
     PREFIX: ClassVar[str] = "proposer."
     RANGES: ClassVar[dict] = {"seed": "int", "temperature": ">= 0", "max_tokens": "int >= 1",
                               "request_timeout": "> 0", "max_retries": "int >= 0",
-                              "retry_base_delay": ">= 0", "retry_max_delay": ">= 0"}
+                              "retry_base_delay": ">= 0", "retry_max_delay": ">= 0", "islands": "int >= 1",
+                              "proposals_per_request": "int >= 1", "sweep_constants": "int >= 0"}
+    CHOICES: ClassVar[dict] = {"selection": ("islands", "random")}
 
     name: str = "evolve"                # "evolve" (offline symbolic evolution) or "openai"
     seed: int = 0                       # the proposer's random seed (evolve is deterministic given it)
@@ -126,6 +128,13 @@ class ProposerConfig(_Section):
     max_retries: int = 5                # retries on 429, 5xx, timeouts and dropped connections
     retry_base_delay: float = 2.0       # first backoff in seconds, doubled per retry
     retry_max_delay: float = 60.0       # cap of one backoff (also caps a server's Retry-After)
+    selection: str = "islands"          # parents/inspirations: "islands" (per-island tournament, migration)
+                                        # or "random" (uniform over the grammar: the search-quality baseline)
+    islands: int = 3                    # islands of the population (candidates assigned round-robin)
+    proposals_per_request: int = 1      # proposals asked for at once; each is screened before full seeds
+    sweep_constants: int = 0            # > 0: a candidate that beats DPO gets this many variants of its
+                                        # numeric literals trained without a model call
+    lessons_model: bool = True          # the lessons summary is written by the LLM (openai proposer only)
 
     def __post_init__(self):
         self._check()
@@ -145,14 +154,20 @@ class PromptLimits(_Section):
     PREFIX: ClassVar[str] = "prompt."
     RANGES: ClassVar[dict] = {"n_best": "int >= 0", "n_recent": "int >= 0", "n_failures": "int >= 0",
                               "max_code_chars": "int >= 1", "max_thought_chars": "int >= 1",
-                              "max_error_chars": "int >= 1"}
+                              "max_error_chars": "int >= 1", "n_code": "int >= 0",
+                              "max_history_rows": "int >= 1", "max_prompt_chars": "int >= 1",
+                              "lessons_every": "int >= 0"}
 
-    n_best: int = 5                     # best finished candidates shown
-    n_recent: int = 3                   # most recent candidates shown
+    n_best: int = 5                     # best finished candidates above DPO shown with diagnostics
+    n_recent: int = 3                   # most recent candidates shown with diagnostics
     n_failures: int = 3                 # most recent invalid/failed candidates shown with errors
     max_code_chars: int = 1500          # code longer than this is cut in prompts
-    max_thought_chars: int = 400        # hypotheses longer than this are cut in prompts
+    max_thought_chars: int = 400        # hypotheses longer than this are cut (at a word) in prompts
     max_error_chars: int = 400          # error messages longer than this are cut in prompts
+    n_code: int = 4                     # entries shown with their full code (the selected parent first)
+    max_history_rows: int = 40          # history table rows before older rows are grouped (never dropped)
+    max_prompt_chars: int = 30000       # the user prompt's bound, whatever the archive's size
+    lessons_every: int = 5              # a lessons summary every this many finished candidates (0: never)
 
     def __post_init__(self):
         self._check()
@@ -314,6 +329,27 @@ class ExecutionConfig(_Section):
         self._check()
 
 
+@dataclasses.dataclass(frozen=True)
+class BudgetConfig(_Section):
+    """Caps on what a campaign spends; at a cap it stops cleanly (``disco resume`` with a higher cap
+    continues). None: no cap."""
+
+    PREFIX: ClassVar[str] = "budget."
+    RANGES: ClassVar[dict] = {"max_tokens": "int >= 1", "max_cost": "> 0", "max_wall_seconds": "> 0",
+                              "max_train_seconds": "> 0"}
+    OPTIONAL: ClassVar[frozenset] = frozenset({"max_tokens", "max_cost", "max_wall_seconds", "max_train_seconds"})
+
+    max_tokens: int | None = None       # LLM tokens (prompt + completion) over the whole campaign
+    max_cost: float | None = None       # money over the whole campaign, priced by `prices`
+    prices: dict = dataclasses.field(default_factory=dict)  # model -> [price per 1M prompt tokens,
+                                        # per 1M completion tokens]; a model missing here costs nothing
+    max_wall_seconds: float | None = None   # wall time of the campaign (summed over its runs/resumes)
+    max_train_seconds: float | None = None  # training seconds summed over every seed of every row
+
+    def __post_init__(self):
+        self._check()
+
+
 # Keys of the flat config of earlier versions -> their nested places (some went to two)
 FLAT = {
     "proposer": ("proposer.name",), "seed": ("proposer.seed",), "base_url": ("proposer.base_url",),
@@ -345,7 +381,7 @@ class CampaignConfig(_Section):
     RANGES: ClassVar[dict] = {"candidates": "int >= 0"}
     SECTIONS: ClassVar[dict] = {"proposer": ProposerConfig, "prompt": PromptLimits,
                                 "training": TrainingConfig, "fitness": FitnessConfig,
-                                "execution": ExecutionConfig}
+                                "execution": ExecutionConfig, "budget": BudgetConfig}
 
     candidates: int = 6                 # stop when this many proposals have reached a final state
     baselines: tuple[str, ...] = ("dpo", "ipo", "lrml")  # evaluated first, on the same task/seeds
@@ -354,6 +390,7 @@ class CampaignConfig(_Section):
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     fitness: FitnessConfig = dataclasses.field(default_factory=FitnessConfig)
     execution: ExecutionConfig = dataclasses.field(default_factory=ExecutionConfig)
+    budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
 
     def __post_init__(self):
         if isinstance(self.baselines, (str, bytes)) or not hasattr(self.baselines, "__iter__"):
