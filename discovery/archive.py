@@ -32,6 +32,7 @@ DB_NAME = "archive.sqlite"
 STATUSES = ("proposed", "invalid", "duplicate", "training", "done", "failed")
 FINAL = ("invalid", "duplicate", "done", "failed")
 FAILED = ("invalid", "failed")
+ADDED_COLUMNS = {"idea": "TEXT NOT NULL DEFAULT ''"}  # column -> declaration, for older archives
 JSON_COLUMNS = ("parents", "checks", "inspection", "fingerprint", "metrics", "timings", "config")
 
 SCHEMA = f"""
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     kind TEXT NOT NULL CHECK (kind IN ('baseline', 'candidate')),
     name TEXT NOT NULL,
     thought TEXT NOT NULL DEFAULT '',
+    idea TEXT NOT NULL DEFAULT '',
     code TEXT NOT NULL DEFAULT '',
     proposer TEXT NOT NULL DEFAULT '',
     parents TEXT NOT NULL DEFAULT '[]',
@@ -65,6 +67,14 @@ CREATE TABLE IF NOT EXISTS candidates (
     config TEXT NOT NULL DEFAULT '{{}}'
 );
 CREATE INDEX IF NOT EXISTS candidates_status ON candidates (status);
+CREATE TABLE IF NOT EXISTS notes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    after_id INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS candidates_fingerprint ON candidates (fingerprint_key);
 """
 
@@ -98,6 +108,14 @@ class Archive:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # with WAL: safe against process crashes
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns later versions introduced to an archive written by an earlier one."""
+        have = {r["name"] for r in self.db.execute("PRAGMA table_info(candidates)")}
+        for column, decl in ADDED_COLUMNS.items():
+            if column not in have:
+                self.db.execute(f"ALTER TABLE candidates ADD COLUMN {column} {decl}")
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -146,17 +164,17 @@ class Archive:
 
     def add(self, *, kind: str, name: str, code: str = "", thought: str = "", proposer: str = "",
             parents=(), prompt_tokens=None, completion_tokens=None, status: str = "proposed",
-            reason: str | None = None) -> int:
+            reason: str | None = None, idea: str = "") -> int:
         """Insert a row (in state ``proposed`` unless told) and give it its folder; return its id."""
-        name, code, thought, proposer = (clean(x) for x in (name, code, thought, proposer))
+        name, code, thought, proposer, idea = (clean(x) for x in (name, code, thought, proposer, idea))
         reason = None if reason is None else cap(clean(reason), MAX_REASON_CHARS)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             cur = self.db.execute(
-                "INSERT INTO candidates (kind, name, code, thought, proposer, parents, status, "
+                "INSERT INTO candidates (kind, name, code, thought, idea, proposer, parents, status, "
                 "reason, prompt_tokens, completion_tokens, created_at, config) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, name, code, thought, proposer, json.dumps([clean(p) for p in parents]),
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, name, code, thought, idea, proposer, json.dumps([clean(p) for p in parents]),
                  status, reason,
                  prompt_tokens, completion_tokens, time.time(), json.dumps(self.config)))
             cid = cur.lastrowid

@@ -34,6 +34,11 @@ class Entry:
     fitness: float | None = None
     fitness_se: float | None = None
     reason: str = ""
+    idea: str = ""                      # the model's one-line idea ("" for older rows: the thought's start)
+    proposer: str = ""
+    parents: tuple[str, ...] = ()
+    duplicate_of: int | None = None
+    metrics: dict | None = None         # the row's metrics (mean, per_seed, stage) for diagnostics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,14 @@ class Context:
     recent: tuple[Entry, ...] = ()
     failures: tuple[Entry, ...] = ()
     known_codes: frozenset[str] = frozenset()  # normalise_code() of every row's code
+    history: tuple[Entry, ...] = ()     # every candidate row so far, oldest first (the history table)
+    n_total: int = 0                    # the campaign's number of candidates (experiment k of N)
+    task_card: str = ""                 # what the task is, written by the task (Task.card)
+    noise: dict | None = None           # the campaign's noise record (discovery.noise)
+    lessons: tuple[str, ...] = ()       # the lessons summaries so far, oldest first
+    budget_left: str = ""               # what remains of the campaign's budgets, in words
+    parents: tuple[Entry, ...] = ()     # the entries selection chose to build on (shown with code)
+    island: int | None = None           # the island the next proposal belongs to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +75,7 @@ class Proposal:
     error: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    idea: str = ""            # one line: the idea in a few words (shown in the history table)
     reply: str | None = None  # the raw model reply, kept in the candidate's folder
     prompt: str | None = None  # the prompt that produced it, likewise
     parents: tuple[str, ...] = ()
