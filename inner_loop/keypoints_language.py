@@ -128,3 +128,13 @@ def keypoint_reward(completion: Sequence[int], keys: frozenset, eos_id: int, len
     body = ids[:ids.index(eos_id)] if eos_id in ids else ids
     coverage = len(keys & set(body)) / len(keys) if keys else 0.0
     return coverage - length_penalty * len(body)
+
+
+def describe(config: KeypointsConfig) -> str:
+    """What the task is, in a few sentences for a proposer's task card."""
+    return (f"An embedded summarisation-like task. The policy is a small GPT-2 (about 0.6M parameters) "
+            f"that reads a list of {config.min_items}-{config.max_items} item words, some marked key with "
+            f"`*`, then `tl;dr`, and writes up to {config.max_completion_len} item words. The gold reward is "
+            f"the fraction of key items named minus {config.length_penalty} per token written. Pairs "
+            f"({config.n_train_pairs}) are two SFT samples labelled by a noisy Bradley-Terry draw on their "
+            f"gold rewards (temperature {config.label_temperature}).")

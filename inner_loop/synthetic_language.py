@@ -205,3 +205,19 @@ def sentiment_score(completions, w: torch.Tensor, m: torch.Tensor, eos_id: int) 
 def log(progress: bool, msg: str) -> None:
     if progress:
         print(f"[synthetic] {msg}", file=sys.stderr, flush=True)
+
+
+def describe(config: SyntheticConfig) -> str:
+    """What the task is, in a few sentences for a proposer's task card (no numbers of training: the
+    campaign adds those)."""
+    return (f"An embedded sentiment task. The policy is a small GPT-2 (about 0.11M parameters, trained "
+            f"here from scratch as the SFT model) that continues short movie-review openings "
+            f"({config.prompt_min_words}-{config.prompt_max_words} words) "
+            f"with up to {config.max_completion_len} tokens of review text. A hidden gold reward scores each "
+            "completion's sentiment in [0, 1] (positive words raise it, negative words lower it, `not` "
+            "flips the next word's sentiment and an intensifier doubles it). The preference pairs "
+            f"({config.n_train_pairs}, one per training prompt) are two SFT samples labelled by a noisy "
+            f"Bradley-Terry draw on their gold rewards (temperature {config.label_temperature}): many labels "
+            "are wrong, and near-ties are coin flips. Evaluation samples completions for "
+            f"{config.n_heldout_prompts} held-out prompts from the trained policy and from the SFT model "
+            "with the same random numbers and compares their gold rewards.")

@@ -26,10 +26,14 @@ TASKS: Registry[TaskBuilder] = Registry("task")
 
 @dataclasses.dataclass(frozen=True)
 class TaskDefaults:
-    """A task's ``default_beta`` and ``train_defaults``, as :func:`task_defaults` reads them."""
+    """A task's ``default_beta`` and ``train_defaults``, as :func:`task_defaults` reads them, with
+    ``card`` (what the task is, in words, for a proposer's prompt) and ``pairs`` (training pairs, when
+    known without loading data: the number of optimizer steps follows from it)."""
 
     beta: float
     train: dict
+    card: str = ""
+    pairs: int | None = None
 
 
 def _local(name: str, module: str, language: str, config_class: str) -> TaskBuilder:
@@ -46,7 +50,8 @@ def _local(name: str, module: str, language: str, config_class: str) -> TaskBuil
         cls = getattr(lang, config_class)
         fields = {f.name for f in dataclasses.fields(cls)}
         config = cls.with_overrides(**{k: v for k, v in overrides.items() if k in fields})
-        return TaskDefaults(beta=config.beta, train=dict(lang.TRAIN_DEFAULTS))
+        return TaskDefaults(beta=config.beta, train=dict(lang.TRAIN_DEFAULTS), card=lang.describe(config),
+                            pairs=config.n_train_pairs)
 
     build.defaults = defaults
     return build
@@ -71,7 +76,9 @@ def _recipe_defaults(recipe: str, overrides: dict) -> TaskDefaults:
     from inner_loop import recipe_task
 
     config = recipe_task.load_recipe(recipe, **recipe_task.task_fields(overrides, recipe))
-    return TaskDefaults(beta=config.beta, train=recipe_task.train_defaults(config))
+    return TaskDefaults(beta=config.beta, train=recipe_task.train_defaults(config),
+                        card=f"{config.description} (model {config.model}, data {config.dataset}); the trained "
+                             "model is kept and scored later (a judge or the recipe's own evaluation).")
 
 
 def _register_recipes() -> None:
