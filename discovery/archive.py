@@ -264,7 +264,9 @@ class Archive:
         def entry(r):
             return Entry(id=r["id"], name=r["name"], kind=r["kind"], status=r["status"],
                          thought=r["thought"], code=r["code"], fitness=r["fitness"],
-                         fitness_se=r["fitness_se"], reason=r["reason"] or "")
+                         fitness_se=r["fitness_se"], reason=r["reason"] or "", idea=r.get("idea") or "",
+                         proposer=r["proposer"] or "", parents=tuple(r["parents"] or ()),
+                         duplicate_of=r["duplicate_of"], metrics=r["metrics"] if isinstance(r["metrics"], dict) else None)
 
         def query(sql, *args):
             return tuple(entry(_decode(r)) for r in self.db.execute(sql, args))
@@ -279,5 +281,6 @@ class Archive:
                          n_failures)
         n = self.db.execute("SELECT COUNT(*) FROM candidates WHERE kind = 'candidate'").fetchone()[0]
         codes = frozenset(normalise_code(r[0]) for r in self.db.execute("SELECT code FROM candidates"))
+        history = query("SELECT * FROM candidates WHERE kind = 'candidate' ORDER BY id")
         return Context(task=task, beta=beta, metric=metric, n_proposed=n, baselines=baselines,
-                       best=best, recent=recent, failures=failures, known_codes=codes)
+                       best=best, recent=recent, failures=failures, known_codes=codes, history=history)

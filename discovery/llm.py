@@ -27,7 +27,7 @@ import json
 import re
 import time
 
-from discovery import prompts
+from discovery import history, prompts
 from discovery.config import PromptLimits
 from discovery.feedback import safe_reason
 from discovery.openai_client import ChatClient, Endpoint, EndpointError
@@ -88,33 +88,100 @@ def baseline_code(e: Entry) -> str:
     return of_rho if not re.search(r"\b(pc|pr|rc|rr)\b", of_rho) else code
 
 
+KIND_WORDS = {"pointwise": "pointwise: a function of each pair's own margin",
+              "logratio": "pointwise in the two log-ratios separately",
+              "batch": "batch-coupled: a pair's loss depends on the other pairs of the batch"}
+
+
+def registry_context(shown: set[str], limits: PromptLimits) -> str:
+    """The registry's other losses, each as its own formula with beta as a parameter."""
+    out = []
+    for name in REGISTRY:
+        if name in shown:
+            continue
+        objective = REGISTRY.get(name)
+        code = baseline_code(Entry(id=0, name=name, kind="baseline", status="", code=objective.source))
+        out.append(f"- `{name}` ({KIND_WORDS.get(objective.kind, objective.kind)}): {objective.description} "
+                   f"[{objective.citation}]\n```python\n{clip(code, limits.max_code_chars // 2)}\n```")
+    return "\n".join(out) or "(none)"
+
+
 def render_prompt(context: Context, limits: PromptLimits) -> str:
-    """The user prompt for ``context``; its length is bounded by ``limits``, not by the archive."""
+    """The user prompt for ``context``; its length is bounded by ``limits.max_prompt_chars``, not by
+    the archive: when it would be longer, the history table is grouped harder and the code and
+    hypotheses cut shorter until it fits (every candidate stays in the table)."""
+    reference = history.reference_entry(context)
+    shown_code = {e.id for e in context.parents[:limits.n_code]}
+    attempt = 0
+    while True:
+        scale = 0.5 ** attempt
+        text = _render(context, limits, reference, shown_code, scale)
+        if len(text) <= limits.max_prompt_chars or attempt >= 6:
+            return text
+        attempt += 1
+
+
+def _render(context: Context, limits: PromptLimits, reference, shown_code: set[int], scale: float) -> str:
+    code_chars = max(200, int(limits.max_code_chars * scale))
+    thought_chars = max(80, int(limits.max_thought_chars * scale))
+    metric = context.metric
+
     def entry(e: Entry, title: str) -> str:
         reason = safe_reason(e.reason, e.code) if e.reason else ""
         status = _score(e) if e.status == "done" else \
             f"status: {e.status}" + (f" ({clip(reason, limits.max_error_chars)})" if reason else "")
+        diagnosis = history.diagnose(e, reference, context.noise, metric) if e.status == "done" else None
         code = baseline_code(e) if e.kind == "baseline" else e.code
-        return prompts.render("entry", title=title, status_line=status,
-                              thought=clip(e.thought, limits.max_thought_chars) or "(none given)",
-                              code=clip(code, limits.max_code_chars))
+        idea = history.idea_of(e)
+        thought = history.one_line(e.thought, thought_chars) or "(none given)"
+        text = prompts.render("entry", title=title, status_line=status,
+                              idea_line=f"Idea: {idea}\n" if idea and not thought.startswith(idea.rstrip(" .")) else "",
+                              hypothesis=f"Hypothesis: {thought}",
+                              diagnostics="\n".join(diagnosis.lines) + "\n" if diagnosis and diagnosis.lines else "",
+                              code=clip(code, code_chars))
+        return text
 
     def section(entries, titled) -> str:
         return "\n\n".join(titled(e) for e in entries) or "(none yet)"
 
-    best_ids = {e.id for e in context.best[:limits.n_best]}
-    recent = [e for e in context.recent[-limits.n_recent:] if e.id not in best_ids]
-    failures = [e for e in context.failures[-limits.n_failures:]]
+    above = []
+    if reference is not None:
+        for e in context.best:
+            d = history.diagnose(e, reference, context.noise, metric).diff
+            if d is not None and d["diff"] > 0:
+                above.append(e)
+    above = above[:limits.n_best]
+    listed = {e.id for e in above}
+    recent = list(context.recent[-limits.n_recent:])
+    failures = list(context.failures[-limits.n_failures:])
+    parents = [e for e in context.parents if e.id not in listed][:max(0, limits.n_code)]
+    shown = listed | {e.id for e in parents}
+    max_rows = max(4, int(limits.max_history_rows * scale))
+    lessons = context.lessons[-1] if context.lessons else "(none yet: a summary is written every few candidates)"
+    total = context.n_total or "?"
+    left = max(0, context.n_total - context.n_proposed - 1) if context.n_total else None
+    budget = "; ".join(x for x in (f"{left} experiment(s) remain after this one" if left is not None else "",
+                                   context.budget_left) if x) or "No fixed number of experiments."
+    budget = budget[0].upper() + budget[1:] + ("" if budget.endswith(".") else ".")
+    baseline_names = {e.name for e in context.baselines}
     return prompts.render(
-        "propose", number=context.n_proposed + 1, task=context.task, beta=context.beta,
-        fitness_description=f"the mean over training seeds of `{context.metric}` on `{context.task}`",
+        "propose", number=context.n_proposed + 1, total=total, budget=budget,
+        task_card=context.task_card or f"Task `{context.task}`. beta = {context.beta}. Fitness is the mean over "
+                                       f"training seeds of `{metric}` on `{context.task}` (higher is better).",
+        lessons=lessons,
         baselines=section(context.baselines, lambda e: entry(e, e.name)),
-        best=section(context.best[:limits.n_best], lambda e: entry(e, f"#{e.id} {e.name}")),
-        recent=section(recent, lambda e: entry(e, f"#{e.id} {e.name}")),
+        registry=registry_context(baseline_names, limits),
+        history=history.history_table(context.history, reference, context.noise, metric, max_rows=max_rows),
+        best=section(above, lambda e: entry(e, f"#{e.id} {e.name}")) if reference is not None else
+        "(DPO has not finished yet: nothing to compare with)",
+        parents=section(parents, lambda e: entry(e, f"#{e.id} {e.name}"
+                                                 + (f" (island {context.island})" if context.island is not None else ""))),
+        recent=section(recent, lambda e: entry(e, f"#{e.id} {e.name}") if e.id not in shown
+                       else f"### #{e.id} {e.name}\n(shown above with its diagnostics and code)"),
         failures=section(failures, lambda e: prompts.render(
             "failure", title=f"#{e.id} {e.name}", status=e.status,
             reason=clip(safe_reason(e.reason, e.code), limits.max_error_chars) or "(no reason recorded)",
-            code=clip(e.code, limits.max_code_chars // 2) or "(no code)")))
+            code=clip(e.code, code_chars // 2) or "(no code)")))
 
 
 class LLMProposer:
@@ -213,5 +280,5 @@ class LLMProposer:
         except ReplyError as err:
             return failed("unparseable_reply", f"the reply could not be parsed: {err}", reply=reply,
                           code=clip(reply, 4000), **tokens)
-        return Proposal(thought=parsed.thought, name=parsed.name, code=parsed.code,
+        return Proposal(thought=parsed.thought, name=parsed.name, code=parsed.code, idea=parsed.idea,
                         proposer=self.name, reply=reply, prompt=prompt, **tokens)

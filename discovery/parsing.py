@@ -42,6 +42,7 @@ class Parsed:
     thought: str
     name: str
     code: str
+    idea: str = ""  # the one-line idea, when the reply gave one apart from the thought
 
 
 def slug(name: str, fallback: str = "candidate") -> str:
@@ -101,6 +102,10 @@ def parse_reply(text: str | None) -> Parsed:
             break
 
     thought, name, code = _fields(found) if found is not None else ("", "", "")
+    idea = ""
+    if found is not None:
+        raw = {str(k).lower(): v for k, v in found.items()}.get("idea")
+        idea = " ".join(raw.split())[:200] if isinstance(raw, str) else ""
     if not code and python_blocks:
         code = python_blocks[0].strip("\n")
         if not thought:  # the prose around the block is the hypothesis
@@ -116,4 +121,4 @@ def parse_reply(text: str | None) -> Parsed:
     if not name:
         m = DEF.search(code)
         name = m.group(1) if m else "candidate"
-    return Parsed(thought=thought, name=slug(name), code=code.rstrip() + "\n")
+    return Parsed(thought=thought, name=slug(name), code=code.rstrip() + "\n", idea=idea)

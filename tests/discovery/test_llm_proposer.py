@@ -139,8 +139,7 @@ def test_prompt_stays_bounded_as_the_archive_grows(tmp_path):
                                   n_recent=limits.n_recent, n_failures=limits.n_failures)
         sizes[n] = len(render_prompt(context, limits))
         archive.close()
-    assert sizes[500] < 30_000
-    assert sizes[500] < 1.1 * sizes[10]
+    assert sizes[500] <= limits.max_prompt_chars  # the whole history is in it, grouped, and the bound holds
 
 
 def test_baselines_are_shown_as_objectives_baselines_writes_them():
