@@ -38,6 +38,9 @@ from discovery.text import MAX_CODE_CHARS, MAX_REPLY_CHARS, clean
 from objectives.baselines import REGISTRY
 
 
+MAX_LESSONS_CHARS = 2500
+
+
 def resolve_key(api_key_env: str, base_url: str | None) -> str:
     """:func:`discovery.openai_client.resolve_key` for the proposer: a missing key is a
     :class:`ProposerError`."""
@@ -245,6 +248,24 @@ class LLMProposer:
             return Proposal(thought="", name="unhandled_reply", code="", proposer=self.name,
                             error=f"the reply could not be handled ({type(err).__name__})",
                             reply=clean(body), prompt=prompt)
+
+    def lessons(self, context: Context) -> tuple[str, int]:
+        """A lessons summary written by the model from the history table: (text, tokens used). The
+        text is the model's (untrusted: cleaned, cut to :data:`MAX_LESSONS_CHARS`, shown as text)."""
+        reference = history.reference_entry(context)
+        user = prompts.render("lessons", task_card=context.task_card or f"Task `{context.task}`",
+                              history=history.history_table(context.history, reference, context.noise,
+                                                            context.metric, max_rows=self.limits.max_history_rows),
+                              previous=context.lessons[-1] if context.lessons else "(none)")
+        body = self._complete([{"role": "system", "content": "You summarise the results of a research campaign."},
+                               {"role": "user", "content": user}])
+        data = json.loads(body.decode("utf-8", "replace"))
+        text = clean(data["choices"][0]["message"]["content"] or "").strip()
+        usage = data.get("usage") or {}
+        tokens = sum(v for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens") and isinstance(v, int))
+        if not text:
+            raise ValueError("the model wrote no lessons")
+        return clip(text, MAX_LESSONS_CHARS), tokens
 
     def _proposal(self, body: bytes, prompt: str) -> Proposal:
         """The candidate in a response body, or a proposal whose ``error`` says what was wrong."""

@@ -53,8 +53,9 @@ def decode(values) -> np.ndarray:
 
 def _values_and_slopes(obj: Objective, z: torch.Tensor, beta: float) -> tuple[list, list]:
     rho = (z / beta).requires_grad_()
-    if obj.kind == "batch":  # each margin alone: a batch of one, so the pairs do not mix
-        f = torch.cat([obj.of_rho(r.reshape(1), beta).reshape(-1) for r in rho])
+    if obj.kind == "batch":  # each margin as one pair of a fixed batch: what a batch-coupled loss is
+        others = (BATCH_BACKGROUND / beta).to(rho.dtype)
+        f = torch.cat([obj.of_rho(torch.cat([r.reshape(1), others]), beta).reshape(-1)[:1] for r in rho])
     else:
         f = obj.of_rho(rho, beta)
     if not isinstance(f, torch.Tensor) or f.shape != z.shape:
@@ -68,11 +69,20 @@ def _values_and_slopes(obj: Objective, z: torch.Tensor, beta: float) -> tuple[li
     return f.detach().double().tolist(), (grad / beta).tolist()  # df/dz = (df/drho) / beta
 
 
+# The other pairs of the batch a batch-coupled loss is profiled in: 63 margins, z evenly spaced in
+# [-2, 2] (a batch of 64 pairs, the embedded task's, around where training starts)
+BATCH_BACKGROUND = torch.linspace(-2.0, 2.0, 63, dtype=torch.float64)
+BATCH_NOTE = ("a batch-coupled loss is not a function of rho alone: f and its slope here are those of one pair "
+              "inside a fixed batch of 63 other margins (z evenly spaced in [-2, 2]); in another batch they differ, "
+              "and its limits are those of that slice")
+
+
 def profile(obj: Objective, beta: float) -> dict:
     """f and df/dz on :func:`grid`, and f at the tails. Runs ``obj``: trusted objectives only.
 
     For ``logratio`` and ``batch`` kinds this is one slice, pc = rho with the rest 0 (see
-    :meth:`Objective.of_rho`); batch-coupled losses see each margin as a batch of one.
+    :meth:`Objective.of_rho`); a batch-coupled loss sees each margin as one pair of the fixed batch
+    :data:`BATCH_BACKGROUND` (a batch of one would make a batch statistic equal the margin itself).
     """
     z = torch.tensor(grid(), dtype=torch.float64)
     tails = torch.tensor([-t for t in reversed(TAILS)] + list(TAILS), dtype=torch.float64)
@@ -238,10 +248,13 @@ def summarise(prof: dict, translation: Translation | None, *, name: str = "") ->
         symbolic = facts["+inf" if sign > 0 else "-inf"]
         out["limits"][key] = (dict(symbolic, method="symbolic (sympy.limit)") if symbolic
                               else numeric_limit(tail_z, tail_f, sign))
-    if prof["kind"] != "pointwise":
+    if prof["kind"] == "batch":
+        out["note"] = BATCH_NOTE
+        for entry in out["limits"].values():
+            entry["method"] = f"{entry['method']}, in the fixed batch (batch-coupled)"
+    elif prof["kind"] != "pointwise":
         out["note"] = (f"a {prof['kind']} loss is not a function of rho alone: this is the slice "
-                       "pc = rho, pr = rc = rr = 0" + (", each margin as a batch of one"
-                                                        if prof["kind"] == "batch" else ""))
+                       "pc = rho, pr = rc = rr = 0")
     return out
 
 

@@ -108,6 +108,9 @@ def main_inspect(args) -> int:
     print(f"  closed form: {summary['closed_form'].get('expression') or summary['closed_form']['reason']}")
     print(f"  f'(0) = {_value(summary['fprime0'])}   convex: {summary['convexity']['convex']}")
     print(f"  minima at z = {[p['z'] for p in ext['minima']]}, maxima at z = {[p['z'] for p in ext['maxima']]}")
-    print(f"  limits: rho->+inf {_value(lim['rho->+inf'])}, rho->-inf {_value(lim['rho->-inf'])}")
+    print(f"  limits: rho->+inf {_value(lim['rho->+inf'])}, rho->-inf {_value(lim['rho->-inf'])}"
+          + (" (in a fixed batch: see the note)" if summary["kind"] == "batch" else ""))
+    if summary.get("note"):
+        print(f"  note: {summary['note']}")
     print(f"  wrote {Path(args.out) / summary['files']['plot']} and the summary (.json, .md)")
     return 0
