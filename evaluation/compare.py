@@ -184,6 +184,16 @@ def run_one(runner: Runner, label: str, spec: str, setting: Setting, *, out_dir:
                float(seconds or time.perf_counter() - start))
 
 
+def run_folder(setting: Setting, limit: int = 120) -> str:
+    """The folder name of a setting's runs: its key, or, when that is too long for a file name (a
+    task variant with model and data paths), its start and a hash of the whole key."""
+    import hashlib
+    name = setting.key.replace("/", "_")
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 17]}-{hashlib.sha256(setting.key.encode()).hexdigest()[:16]}"
+
+
 def run_grid(objectives: dict[str, str], settings: Sequence[Setting], *, runner: Runner | None = None,
              out_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
              **runner_kwargs) -> list[Run]:
@@ -197,7 +207,7 @@ def run_grid(objectives: dict[str, str], settings: Sequence[Setting], *, runner:
         for label, spec in objectives.items():
             run_dir = None
             if out_dir is not None:
-                run_dir = str(Path(out_dir) / "runs" / label / setting.key.replace("/", "_"))
+                run_dir = str(Path(out_dir) / "runs" / label / run_folder(setting))
             run = run_one(runner, label, spec, setting, out_dir=run_dir, **runner_kwargs)
             if log:
                 shown = "failed: " + (run.reason or "?") if run.status != "done" else \
