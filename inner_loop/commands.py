@@ -36,7 +36,8 @@ def register(subparsers) -> None:
                    help="override a training, task or recipe field (repeatable), e.g. --set max_steps=20")
     p.add_argument("--out", default=None, help="folder for result.json, the trained policy (policy.safetensors; "
                    "recipes: model/), loss_curve.png and train.log")
-    p.add_argument("--recipe", default=None, help="a paper recipe instead of a task: zephyr-gemma, gemma-2b")
+    p.add_argument("--recipe", default=None, help="a paper recipe instead of a task: zephyr-gemma, gemma-2b, tldr, imdb "
+                   "(inner_loop/recipe_files/)")
     p.add_argument("--model", default=None, help="recipe: hub id or local path of the SFT model")
     p.add_argument("--dataset", default=None, help="recipe: hub id, local dataset folder or JSONL file")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
