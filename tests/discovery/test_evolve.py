@@ -5,7 +5,7 @@ import torch
 import objectives
 from discovery import evolve
 from discovery.archive import Archive
-from discovery.proposal import Context, Entry
+from discovery.proposal import Context
 from objectives.screen import screen
 
 MARGINS = torch.linspace(-100.0, 100.0, 201, dtype=torch.float64)
