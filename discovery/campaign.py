@@ -20,6 +20,15 @@ beside the per-seed results finished so far, so a resumed campaign trains only t
 stage that are missing, and each stage gets ``training.max_attempts`` starts.
 The campaign's noise floor (:mod:`discovery.noise`) goes into archive meta ``"noise"``.
 
+Budgets (``budget``: tokens, cost, wall time, training seconds; :mod:`discovery.budget`) are
+checked before every new piece of work: each proposal, and each row a crash left unfinished. At a
+cap the campaign asks for nothing more, lets the training jobs already running finish, records
+archive meta ``"stopped"`` (``{"reason", "cap", "at", "continue"}``) and returns its summary with
+``"stopped"``; ``disco resume DIR --set budget.max_tokens=N`` with a higher cap continues (with the
+same cap it stops again at once, before any proposal). Wall time is summed over runs and resumes
+(meta ``"wall_seconds"``, updated as the campaign runs). The prompt gets what is left of each cap
+(``Context.budget_left``).
+
 Every step reads its inputs from the archive and writes its outcome back in one transaction, so
 ``disco resume`` after a crash (``kill -9`` included) picks up exactly where the database says:
 ``proposed`` rows are validated, ``training`` rows are trained again from scratch (their partial
@@ -49,12 +58,13 @@ import dataclasses
 import json
 import logging
 import re
+import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from discovery import noise, training
+from discovery import budget, noise, training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.lock import acquire, release
 from discovery.config import CampaignConfig, save_yaml
@@ -81,6 +91,9 @@ class Campaign:
         self.jobs: dict[int, object] = {}  # row id -> the executor's handle
         self.bar = None
         self.progress = progress
+        self.wall_base = float(archive.meta(budget.WALL) or 0.0)  # seconds of earlier runs
+        self.wall_start = self.wall_saved = time.monotonic()
+        self.last_spent = budget.Spent()  # as the last budget check saw it
 
     # -- one row through its states ---------------------------------------------------------
 
@@ -339,7 +352,40 @@ class Campaign:
                     del self.jobs[cid]
                     self.finish(cid, results)
             if len(self.jobs) >= below:
+                if time.monotonic() - self.wall_saved > 2.0:  # `disco status` sees the wall time grow
+                    self.save_wall()
                 time.sleep(0.2)
+
+    # -- budgets ----------------------------------------------------------------------------
+
+    def save_wall(self) -> None:
+        """Archive meta ``"wall_seconds"``: earlier runs' seconds plus this run's so far."""
+        self.wall_saved = time.monotonic()
+        self.archive.set_meta(budget.WALL, round(self.wall_base + self.wall_saved - self.wall_start, 3))
+
+    def spent(self) -> budget.Spent:
+        """What the campaign has spent so far (:func:`discovery.budget.spent`), wall time saved first."""
+        self.save_wall()
+        self.last_spent = budget.spent(self.archive, self.config)
+        return self.last_spent
+
+    def over_budget(self) -> dict | None:
+        """When a cap is reached: ask for no more work, let the running jobs finish, record why
+        (archive meta ``"stopped"``) and return that record; else None."""
+        hit = budget.reached(self.spent(), self.config.budget)
+        if hit is None:
+            return None
+        cap, reason = hit
+        if self.jobs:
+            log.info("%s: no new work; waiting for the %d training job(s) running", reason, len(self.jobs))
+            self.wait(1)
+            self.store_noise()
+        record = {"reason": reason, "cap": cap, "at": time.time(),
+                  "continue": f"disco resume {shlex.quote(str(self.archive.dir))} --set {cap}="
+                              f"{budget.raised(cap, self.config.budget, self.spent())}"}
+        self.archive.set_meta("stopped", record)
+        log.warning("stopped: %s; continue with a higher cap: %s", reason, record["continue"])
+        return record
 
     def run(self) -> dict:
         from tqdm.auto import tqdm
@@ -354,18 +400,30 @@ class Campaign:
         done = a.count(status=FINAL)
         self.bar = tqdm(total=total, initial=min(done, total), desc="campaign", unit="cand",
                         file=sys.stderr, dynamic_ncols=True, disable=not self.progress)
+        if a.meta("stopped"):
+            a.set_meta("stopped", None)  # this run decides anew whether a cap stops it
+        unpriced = budget.unpriced_warning(cfg)
+        if unpriced:
+            log.warning("%s", unpriced)
         try:
             for row in a.rows(status=("proposed", "training")):  # baselines first, then leftovers
                 self.wait(cfg.execution.workers)
+                if self.over_budget():
+                    return summary(a)
                 self.advance(row["id"])
             if cfg.execution.workers > 1:  # the proposer should see the baselines' fitness
                 self.wait(1)
             self.store_noise()
             while a.count(kind="candidate") < cfg.candidates:
                 self.wait(cfg.execution.workers)
+                if self.over_budget():
+                    return summary(a)
                 context = a.context(task=cfg.training.task, beta=self.beta, metric=cfg.fitness.metric,
                                     n_best=cfg.prompt.n_best, n_recent=cfg.prompt.n_recent,
                                     n_failures=cfg.prompt.n_failures)
+                left = budget.words(self.last_spent, cfg.budget, capped_only=True)
+                if left:
+                    context = dataclasses.replace(context, budget_left=left)
                 cid = self.record(self.proposer.propose(context))
                 self.advance(cid)
             self.wait(1)
@@ -373,6 +431,7 @@ class Campaign:
         finally:
             for handle in self.jobs.values():
                 self.executor.cancel(handle)
+            self.save_wall()
             self.bar.close()
         return summary(a)
 
@@ -424,7 +483,8 @@ def tags(row: dict) -> list[str]:
 def summary(archive: Archive) -> dict:
     """The campaign in numbers (what ``disco run`` prints and ``disco status --json`` starts from):
     counts, the fitness used, the noise record, baselines, and the best candidate (not screened
-    out) with its paired difference to DPO."""
+    out) with its paired difference to DPO; ``stopped``: archive meta "stopped" (the budget cap
+    that stopped the last run, or None)."""
     from discovery.config import CampaignConfig, UserError
     rows = archive.rows()
     try:
@@ -451,6 +511,7 @@ def summary(archive: Archive) -> dict:
                         "kl_betas": list(config.fitness.kl_betas) if config and config.fitness.kl_budget else None,
                         "described": config.fitness.describe() if config else f"mean {metric}"},
             "noise": record, "noise_floor": noise.floor_line(record), "baselines": baselines,
+            "stopped": archive.meta("stopped"),
             "best": None if best is None else {**{k: best[k] for k in (
                 "id", "name", "fitness", "fitness_se", "thought", "folder")}, **numbers(best)}}
 
@@ -495,6 +556,7 @@ def _locked(archive: Archive):
 def prepare(config: CampaignConfig, seams: Seams | None) -> Seams:
     """The seams a campaign runs with, checked before anything is made or trained: the fitness
     function's ``check_config`` and, with workers, a train function a worker process can import."""
+    budget.check_prices(config.budget)
     seams = seams or Seams.default(config)
     seams.check_config(config)
     if config.fitness.calibration:  # unreadable: one line, before anything is made

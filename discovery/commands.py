@@ -23,6 +23,12 @@ RUN_FLAGS = {"proposer": "proposer.name", "base_url": "proposer.base_url", "mode
              "seed": "proposer.seed"}
 RESUME_FLAGS = {"candidates": "candidates", "workers": "execution.workers",
                 "base_url": "proposer.base_url", "model": "proposer.model"}
+# what `disco resume --set` may change: whole sections (ending in ".") and settings that leave the rows
+# already trained comparable (not the task, seeds, fitness, ...: those need a new campaign)
+RESUME_SETTABLE = ("budget.", "prompt.", "candidates", "execution.workers", "execution.validate_timeout",
+                   "proposer.base_url", "proposer.model", "proposer.api_key_env", "proposer.temperature",
+                   "proposer.max_tokens", "proposer.request_timeout", "proposer.max_retries",
+                   "proposer.retry_base_delay", "proposer.retry_max_delay")
 
 
 def register(subparsers) -> None:
@@ -47,8 +53,10 @@ def register(subparsers) -> None:
                         "sets training.overrides.max_steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any campaign setting, dotted for nested ones (training.max_attempts=3, "
-                        "fitness.judge.model=gpt-4o, training.overrides.learning_rate=1e-5); repeatable, "
-                        "wins over --config and the other flags")
+                        "fitness.judge.model=gpt-4o, training.overrides.learning_rate=1e-5, budget caps: "
+                        "budget.max_tokens=200000, budget.max_cost=5, budget.max_wall_seconds=7200, "
+                        "budget.max_train_seconds=3600, budget.prices='{\"MODEL\": [USD per 1M prompt, "
+                        "per 1M completion tokens]}'); repeatable, wins over --config and the other flags")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines on stderr")
     p.set_defaults(func=_run)
 
@@ -58,6 +66,12 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="change the number of workers")
     p.add_argument("--base-url", help="the endpoint moved: use this one from now on")
     p.add_argument("--model", help="continue with another model name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a budget cap or another setting that leaves the rows trained so far "
+                        "comparable: budget.* (budget.max_tokens=200000, budget.max_cost=5, "
+                        "budget.max_wall_seconds=7200, budget.max_train_seconds=3600, null: no cap; "
+                        "budget.prices='{\"MODEL\": [USD per 1M prompt, per 1M completion tokens]}'), "
+                        "prompt.*, candidates, execution.workers, proposer endpoint settings; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines on stderr")
     p.set_defaults(func=_resume)
 
@@ -125,6 +139,21 @@ def _run(args) -> int:
     return 0
 
 
+def resume_changes(items) -> dict:
+    """``disco resume --set`` items as settings; a setting outside :data:`RESUME_SETTABLE` is a
+    :class:`UserError` (it would make the new rows incomparable with the old)."""
+    from inner_loop.overrides import UserError, parse_sets
+    changes = parse_sets(items)
+    for key in changes:
+        if not any(key == s or key == s.rstrip(".") or (s.endswith(".") and key.startswith(s))
+                   for s in RESUME_SETTABLE):
+            raise UserError(f"disco resume --set cannot change {key!r}: the rows trained so far would not be "
+                            f"comparable with new ones (start a new campaign with `disco run` for that); it "
+                            f"changes budget.*, prompt.*, candidates, execution.workers and the proposer's "
+                            f"endpoint settings")
+    return changes
+
+
 def _resume(args) -> int:
     from discovery.archive import ArchiveError
     from discovery.campaign import resume_campaign
@@ -132,6 +161,7 @@ def _resume(args) -> int:
     changes = {key: getattr(args, flag) for flag, key in RESUME_FLAGS.items()
                if getattr(args, flag) is not None}
     try:
+        changes.update(resume_changes(args.set))
         result = resume_campaign(args.dir, progress=not args.quiet, **changes)
     except ProposerError as err:
         return _fail(f"{err} (what is done is saved: run `disco resume {args.dir}` again)")
@@ -197,6 +227,10 @@ def _print_summary(result: dict) -> None:
     if best:
         say(f"  best     #{best['id']} {best['name']}  {best['fitness_text']}")
         say(f"           vs dpo: {_paired_line(best['vs_dpo'])}")
+    stopped = result.get("stopped")
+    if stopped:
+        say(f"\nstopped: {stopped['reason']}")
+        say(f"  continue with a higher cap: {stopped['continue']}")
 
 
 def status(directory: str, top: int = 10) -> dict:
@@ -229,7 +263,22 @@ def status(directory: str, top: int = 10) -> dict:
                          ("prompt_tokens", "completion_tokens")}
         out["config"] = settings_of(archive.config)
         out["state"], out["pid"] = run_state(directory, archive)
+        out["budget"] = budget_of(archive, out["config"])
     return out
+
+
+def budget_of(archive, settings: dict) -> dict | None:
+    """What the campaign spent against each cap (:mod:`discovery.budget`): ``spent``, ``caps``
+    (None: no cap) and ``line``, the same in words; None for an archive whose config is not valid."""
+    from discovery import budget
+    from discovery.config import CampaignConfig, UserError
+    try:
+        config = CampaignConfig.from_dict(settings or {}, warn=False)
+    except (UserError, TypeError):
+        return None
+    spent = budget.spent(archive, config)
+    return {"spent": spent.to_dict(), "caps": {k: getattr(config.budget, k) for k in budget.CAPS},
+            "line": budget.words(spent, config.budget)}
 
 
 def settings_of(config: dict) -> dict:
@@ -259,6 +308,9 @@ def run_state(directory: str, archive) -> tuple[str, str | None]:
 def state_line(s: dict) -> str:
     if s["state"] == "running":
         return f"running (pid {s['pid'] or '?'})"
+    if s["state"] == "stopped" and s.get("stopped"):
+        return f"stopped at a budget cap: {s['stopped']['reason']} (continue with a higher cap: " \
+               f"{s['stopped']['continue']})"
     if s["state"] == "stopped":
         return f"stopped (not finished; resume with: disco resume {s['dir']})"
     return "finished"
@@ -285,6 +337,8 @@ def _status(args) -> int:
           f"  (of {cfg.get('candidates')} candidates)")
     if any(s["tokens"].values()):
         say(f"tokens: {s['tokens']['prompt_tokens']} prompt, {s['tokens']['completion_tokens']} completion")
+    if s.get("budget"):
+        say(f"budget: {s['budget']['line']}")
     many = any(r["n_seeds"] >= 2 for r in s["leaderboard"])
     say(f"\n{'rank':>4} {'id':>4}  {'name':<30} {'fitness':>7} {'± se' if many else 'eval se':>11} {'seeds':>5}  "
         f"{'vs dpo, paired [95% interval]':<30} {'kl':>7}")
