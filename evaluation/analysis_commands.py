@@ -145,12 +145,17 @@ def cmd_heldout(args) -> int:
 
     check_args(args, betas=args.betas or (), beta_flag="each of --betas", seeds=args.seeds)
     check("--top", args.top, "int >= 1")
+    judge = None
+    if args.judge_model:  # for a task scored by a judge (recipe:tldr)
+        from evaluation.commands import make_judge
+        judge = make_judge(args)
     try:
         with _quiet(args):
             result = evaluate_heldout(args.dir, top=args.top, tasks=args.tasks, seeds=args.seeds,
                                       betas=args.betas, metric=args.metric, allow_used=args.allow_used,
                                       overrides=parse_overrides(args.overrides), runner=RUNNER,
-                                      log=_logger(args), n_boot=args.n_boot, **_runner_kwargs(args))
+                                      log=_logger(args), n_boot=args.n_boot, judge=judge,
+                                      judge_cache=args.cache, **_runner_kwargs(args))
     except (HeldoutError, CampaignError) as err:
         print(_shown(f"disco: error: {err}"), file=sys.stderr)
         return 2
@@ -274,6 +279,8 @@ def register(subparsers) -> None:
     p.add_argument("--allow-used", action="store_true",
                    help="keep settings the search used (otherwise they are dropped with a warning)")
     p.add_argument("--json", action="store_true", help="print the JSON written to DIR/heldout.json")
+    from evaluation.commands import judge_flags
+    judge_flags(p, required=False)  # a task scored by a judge: recipe:tldr (cache default: DIR/heldout/judgments.jsonl)
     _finish(p, cmd_heldout, seeds=False)
 
     from evaluation.calibrate import DEFAULT_OBJECTIVES, DEFAULT_SEEDS as CALIBRATION_SEEDS

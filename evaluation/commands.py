@@ -1,6 +1,6 @@
 """Subcommands of ``disco`` that belong to evaluation/ (registered by discovery.cli).
 
-``disco eval mt-bench | generate-mt-bench | alpaca``. Each subcommand is one ``_add_*`` function
+``disco eval mt-bench | generate-mt-bench | alpaca | tldr``. Each subcommand is one ``_add_*`` function
 that adds its parser; ``register`` calls every function in ``EVAL_SUBCOMMANDS`` under ``disco eval``
 and every function in ``TOP_LEVEL`` directly under ``disco``. To add ``heldout``, ``compare`` or
 ``report``, write an ``_add_*`` function whose handler imports its module lazily and list it in one
@@ -23,7 +23,8 @@ def register(subparsers) -> None:
         add(subparsers)
 
 
-def _judge_flags(p, required: bool) -> None:
+def judge_flags(p, required: bool) -> None:
+    """The judge endpoint's flags (also ``disco heldout``'s, for a task scored by a judge)."""
     p.add_argument("--judge-base-url", required=required,
                    help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")
     p.add_argument("--judge-model", required=required, help="the judge model name at that endpoint")
@@ -42,7 +43,7 @@ def _add_mt_bench(sub) -> None:
     p.add_argument("--answers", required=True, help="FastChat model_answer JSONL")
     p.add_argument("--fastchat-data", required=True,
                    help="FastChat's llm_judge/data folder (judge_prompts.jsonl, mt_bench/...)")
-    _judge_flags(p, required=True)
+    judge_flags(p, required=True)
     p.add_argument("--parallel", type=int, default=1, help="concurrent judge requests (default 1)")
     p.add_argument("--judgments-out", help="also write every judgment (with failures) as JSONL")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -72,7 +73,7 @@ def _add_alpaca(sub) -> None:
     p.add_argument("--judge-prompt", help="judge prompt file (default: the installed alpaca_eval's)")
     p.add_argument("--judge-temperature", type=float, default=1.0,
                    help="judge temperature (default 1, as alpaca_eval's weighted annotator)")
-    _judge_flags(p, required=False)
+    judge_flags(p, required=False)
     p.add_argument("--instruction-difficulty",
                    help="alpaca_eval's instruction_difficulty.csv: LC from its length_controlled_noreg GLM "
                         "(default: length_controlled_minimal, no download needed either way)")
@@ -80,7 +81,24 @@ def _add_alpaca(sub) -> None:
     p.set_defaults(func=_alpaca)
 
 
-EVAL_SUBCOMMANDS = (_add_mt_bench, _add_generate_mt_bench, _add_alpaca)
+def _add_tldr(sub) -> None:
+    p = sub.add_parser("tldr", help="judge a TL;DR recipe run's summaries against the references and the SFT model",
+                       description="Judge the summaries `disco train --recipe tldr --out RUN_DIR` wrote "
+                                   "(RUN_DIR/tldr/*.json) pairwise with an LLM judge, against the human-preferred "
+                                   "references and against the SFT model's summaries; print win rates and "
+                                   "length-controlled win rates and write RUN_DIR/tldr/leaderboard.json. Exit "
+                                   "status 1 when any judgment failed (counted, never averaged in); rerun to retry "
+                                   "only those (replies are cached in RUN_DIR/tldr/judgments.jsonl by default).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (or its tldr/ folder)")
+    judge_flags(p, required=True)
+    p.add_argument("--judge-prompt", help="judge prompt file (default: evaluation/prompts/tldr_pairwise.txt)")
+    p.add_argument("--judge-temperature", type=float, default=1.0,
+                   help="judge temperature (default 1, as alpaca_eval's weighted annotator)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.set_defaults(func=_tldr)
+
+
+EVAL_SUBCOMMANDS = (_add_mt_bench, _add_generate_mt_bench, _add_alpaca, _add_tldr)
 TOP_LEVEL: tuple = ()   # heldout, compare, report go here (or into EVAL_SUBCOMMANDS)
 
 
@@ -92,7 +110,7 @@ def _check_judge(args) -> None:
     check("--judge-retries", args.judge_retries, "int >= 0")
 
 
-def _make_judge(args):
+def make_judge(args):
     from evaluation.judge import OpenAIJudge
     _check_judge(args)
     return OpenAIJudge(args.judge_base_url, args.judge_model, args.judge_api_key_env,
@@ -108,7 +126,7 @@ def _mt_bench(args) -> int:
     _check_judge(args)
     data = mt_bench.load_fastchat(args.fastchat_data)
     answers = mt_bench.load_answers(args.answers)
-    judgments = mt_bench.judge_answers(_make_judge(args), data, answers, JudgmentCache(args.cache),
+    judgments = mt_bench.judge_answers(make_judge(args), data, answers, JudgmentCache(args.cache),
                                        parallel=args.parallel)
     summary = mt_bench.summarise(judgments)
     if args.judgments_out:
@@ -177,7 +195,7 @@ def _alpaca(args) -> int:
         with open(args.reference, encoding="utf-8") as f:
             reference = json.load(f)
         rows = alpaca.pair_outputs(outputs, reference)
-        annotations = alpaca.annotate(_make_judge(args), rows, args.judge_prompt,
+        annotations = alpaca.annotate(make_judge(args), rows, args.judge_prompt,
                                       JudgmentCache(args.cache), temperature=args.judge_temperature)
         if args.annotations_out:
             with open(args.annotations_out, "w", encoding="utf-8") as f:
@@ -199,3 +217,22 @@ def _alpaca(args) -> int:
         if row["failures"]:
             print(f"failed judgments (left out): {row['failures']}")
     return 0
+
+
+def _tldr(args) -> int:
+    from inner_loop.overrides import UserError, check
+    from evaluation import tldr
+
+    check("--judge-temperature", args.judge_temperature, ">= 0")
+    try:
+        folder = tldr.outputs_folder(args.run_dir)
+        metrics = tldr.judge_outputs(folder, make_judge(args), prompt_path=args.judge_prompt,
+                                     cache=args.cache, temperature=args.judge_temperature)
+    except tldr.TldrJudgeError as err:
+        raise UserError(str(err)) from None
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "per_prompt"}, indent=2))
+    else:
+        print(tldr.format_metrics(metrics, folder))
+        print(f"wrote {folder / tldr.LEADERBOARD}")
+    return 0 if metrics["n_failed"] == 0 else 1

@@ -25,11 +25,18 @@ means "the same order"), each with a percentile bootstrap interval that resample
 (:func:`evaluation.stats.rank_correlations`), and the candidates that beat DPO there: a difference
 to DPO in the better direction whose Holm-adjusted bootstrap p is below 0.05 over the K candidates
 (with K = 1, the plain bootstrap p; nothing to correct).
+
+Judged tasks. A task whose runs only write outputs for a judge (``recipe:tldr``: summaries) has a
+post-run judge in :data:`POST_RUN_JUDGES`; each finished run of such a setting is judged right after
+it trains (replies cached, by default in ``DIR/heldout/judgments.jsonl``) and the judge's metrics are merged
+into the run's, so ``--metric win_rate`` (or ``lc_win_rate``, ``win_rate_vs_sft``) reads them. Such
+a task needs ``judge``; a judging error fails that run, with its reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import itertools
 import json
 import math
@@ -39,14 +46,17 @@ from typing import Callable, Sequence
 import numpy as np
 
 from evaluation.campaign import CampaignResults, read_campaign, used_settings
-from evaluation.compare import (BASELINES, HIGHER_IS_BETTER, Run, Setting, Table, jsonable, run_grid,
-                                summarise)
+from evaluation.compare import (BASELINES, HIGHER_IS_BETTER, Run, Setting, Table, default_runner, jsonable,
+                                run_grid, summarise)
 from evaluation.settings import parse_task_variant
 from evaluation.stats import Estimate, average_ranks, rank_correlations
 from inner_loop.overrides import UserError
 
 HELDOUT_JSON = "heldout.json"
 N_DEFAULT_SEEDS = 3
+# task -> "module:function(run metrics, judge, cache=...) -> metrics": judged after each finished run
+POST_RUN_JUDGES = {"recipe:tldr": "evaluation.tldr:judge_run"}
+JUDGE_CACHE = "judgments.jsonl"
 
 
 class HeldoutError(ValueError):
@@ -144,8 +154,11 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
                      seeds: Sequence[int] | None = None, betas: Sequence[float] | None = None,
                      metric: str | None = None, allow_used: bool = False, overrides: tuple = (),
                      runner=None, log: Callable[[str], None] | None = None, n_boot: int = 10_000,
-                     reader: Callable[[str | Path], CampaignResults] = read_campaign, **runner_kwargs) -> HeldoutResult:
-    """Retrain the top ``top`` candidates and the baselines on held-out settings; write heldout.json."""
+                     reader: Callable[[str | Path], CampaignResults] = read_campaign, judge=None,
+                     judge_cache: str | Path | None = None, **runner_kwargs) -> HeldoutResult:
+    """Retrain the top ``top`` candidates and the baselines on held-out settings; write heldout.json.
+    ``judge``: an :class:`evaluation.judge.Judge` for the settings whose task is judged (module docstring),
+    its replies cached in ``judge_cache`` (default ``DIR/heldout/judgments.jsonl``)."""
     campaign = reader(directory)
     best = campaign.top(top)
     if not best:
@@ -168,6 +181,7 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
         objectives[b] = b
 
     out = Path(directory)
+    runner = with_judges(runner, settings, judge, judge_cache or out / "heldout" / JUDGE_CACHE)
     runs = run_grid(objectives, settings, runner=runner, out_dir=out / "heldout", log=log, **runner_kwargs)
     labels = [c["label"] for c in candidates]  # the family corrected for multiplicity: the top K, not the baselines
     table = summarise(runs, metric, baselines=BASELINES, n_boot=n_boot, candidates=labels)
@@ -187,6 +201,31 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
                            transfer=transfers)
     result.path.write_text(json.dumps(result.to_dict(), indent=1))
     return result
+
+
+def with_judges(runner, settings: Sequence[Setting], judge, cache_path: Path):
+    """``runner`` (None: the default one), its finished runs of a judged task judged after training
+    (:data:`POST_RUN_JUDGES`); unchanged when no setting's task is judged. A :class:`HeldoutError`
+    when one is and there is no ``judge``."""
+    judged = sorted({s.task for s in settings if s.task in POST_RUN_JUDGES})
+    if not judged:
+        return runner
+    if judge is None:
+        raise HeldoutError(f"{', '.join(judged)} is scored by an LLM judge: pass --judge-base-url URL and "
+                           "--judge-model MODEL (and --judge-api-key-env VAR for a key)")
+    from evaluation.judge import JudgmentCache
+    base, cache = runner or default_runner(), JudgmentCache(cache_path)
+
+    def run(spec, *, task, **kwargs):
+        result = base(spec, task=task, **kwargs)
+        d = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+        if task not in POST_RUN_JUDGES or d.get("status") != "done":
+            return result
+        module, _, name = POST_RUN_JUDGES[task].partition(":")
+        metrics = dict(d.get("metrics") or {})
+        metrics.update(getattr(importlib.import_module(module), name)(metrics, judge, cache=cache))
+        return {**d, "metrics": metrics}
+    return run
 
 
 POOLED = "all settings"
