@@ -64,7 +64,7 @@ import sys
 import time
 from pathlib import Path
 
-from discovery import budget, noise, training
+from discovery import budget, history, noise, training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.lock import acquire, release
 from discovery.config import CampaignConfig, save_yaml
@@ -326,7 +326,7 @@ class Campaign:
         proposal = bounded(proposal)
         cid = self.archive.add(
             kind="candidate", name=proposal.name, code=proposal.code, thought=proposal.thought,
-            proposer=proposal.proposer, parents=proposal.parents,
+            idea=proposal.idea, proposer=proposal.proposer, parents=proposal.parents,
             prompt_tokens=proposal.prompt_tokens, completion_tokens=proposal.completion_tokens)
         folder = self.folder(self.archive.get(cid))
         (folder / "proposal.md").write_text(
@@ -387,6 +387,47 @@ class Campaign:
         log.warning("stopped: %s; continue with a higher cap: %s", reason, record["continue"])
         return record
 
+    # -- what the proposer sees ----------------------------------------------------------------
+
+    def context(self):
+        """The proposer's context: the archive's bounded view, the task card, noise, lessons, budget."""
+        cfg = self.config
+        context = history.enrich(self.archive.context(
+            task=cfg.training.task, beta=self.beta, metric=cfg.fitness.metric, n_best=cfg.prompt.n_best,
+            n_recent=cfg.prompt.n_recent, n_failures=cfg.prompt.n_failures), self.archive, cfg)
+        left = budget.words(self.last_spent, cfg.budget, capped_only=True)
+        return dataclasses.replace(context, budget_left=left) if left else context
+
+    def propose(self, context, room: int) -> list[Proposal]:
+        """``proposer.proposals_per_request`` proposals (at most ``room``) for one context."""
+        k = max(1, min(self.config.proposer.proposals_per_request, room))
+        many = getattr(self.proposer, "propose_many", None)
+        return list(many(context, k))[:k] if k > 1 and many else [self.proposer.propose(context)]
+
+    def write_lessons(self) -> None:
+        """Store a lessons summary when ``prompt.lessons_every`` candidates finished since the last
+        one: the model's (an LLM proposer with ``proposer.lessons_model``; its tokens count toward the
+        budget), else, or when that call fails, the rules' (:func:`discovery.history.rule_lessons`)."""
+        a, cfg = self.archive, self.config
+        due = history.lessons_due(a, cfg.prompt.lessons_every)
+        if due is None:
+            return
+        context = self.context()
+        text, author = None, "rules"
+        if cfg.proposer.lessons_model and hasattr(self.proposer, "lessons"):
+            try:
+                text, (prompt_tokens, completion_tokens) = self.proposer.lessons(context)
+                author = f"model {cfg.proposer.model}"
+                budget.record_usage(a, cfg.proposer.model, prompt_tokens, completion_tokens)
+            except Exception as err:  # noqa: BLE001 - lessons are help, never a reason to stop
+                log.warning("the lessons summary by the model failed (%s); written by rules instead",
+                            type(err).__name__)
+        if text is None:
+            text = history.rule_lessons(context.history, history.reference_entry(context), context.noise,
+                                        cfg.fitness.metric)
+        history.add_note(a, kind=history.LESSONS, after_id=due, text=text, author=author)
+        log.info("lessons after #%d (%s):\n%s", due, author, text)
+
     def run(self) -> dict:
         from tqdm.auto import tqdm
         a, cfg = self.archive, self.config
@@ -418,16 +459,14 @@ class Campaign:
                 self.wait(cfg.execution.workers)
                 if self.over_budget():
                     return summary(a)
-                context = a.context(task=cfg.training.task, beta=self.beta, metric=cfg.fitness.metric,
-                                    n_best=cfg.prompt.n_best, n_recent=cfg.prompt.n_recent,
-                                    n_failures=cfg.prompt.n_failures)
-                left = budget.words(self.last_spent, cfg.budget, capped_only=True)
-                if left:
-                    context = dataclasses.replace(context, budget_left=left)
-                cid = self.record(self.proposer.propose(context))
-                self.advance(cid)
+                self.write_lessons()
+                context = self.context()
+                for proposal in self.propose(context, cfg.candidates - a.count(kind="candidate")):
+                    self.wait(cfg.execution.workers)
+                    self.advance(self.record(proposal))
             self.wait(1)
             self.store_noise()
+            self.write_lessons()
         finally:
             for handle in self.jobs.values():
                 self.executor.cancel(handle)
@@ -450,6 +489,7 @@ def bounded(p: Proposal) -> Proposal:
     count = (lambda n: n if isinstance(n, int) and not isinstance(n, bool) else None)  # noqa: E731
     return dataclasses.replace(
         p, name=name, code=code, error=error, thought=cap(clean(p.thought), MAX_THOUGHT_CHARS),
+        idea=" ".join(clean(p.idea).split())[:200],
         proposer=clean(p.proposer)[:100], parents=tuple(clean(x)[:200] for x in p.parents),
         prompt=None if p.prompt is None else cap(clean(p.prompt), MAX_PROMPT_CHARS),
         reply=None if p.reply is None else cap(clean(p.reply), MAX_REPLY_CHARS),

@@ -249,8 +249,19 @@ class LLMProposer:
                             error=f"the reply could not be handled ({type(err).__name__})",
                             reply=clean(body), prompt=prompt)
 
-    def lessons(self, context: Context) -> tuple[str, int]:
-        """A lessons summary written by the model from the history table: (text, tokens used). The
+    def propose_many(self, context: Context, k: int) -> list[Proposal]:
+        """``k`` proposals for the same context, asked for at once (the requests overlap; each is an
+        independent sample at the proposer's temperature). Each reply is handled as :meth:`propose`
+        handles one; an endpoint that fails for good raises :class:`ProposerError` as there."""
+        if k <= 1:
+            return [self.propose(context)]
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=min(k, 8)) as pool:
+            return list(pool.map(lambda _: self.propose(context), range(k)))
+
+    def lessons(self, context: Context) -> tuple[str, tuple[int, int]]:
+        """A lessons summary written by the model from the history table: (text, (prompt tokens,
+        completion tokens)). The
         text is the model's (untrusted: cleaned, cut to :data:`MAX_LESSONS_CHARS`, shown as text)."""
         reference = history.reference_entry(context)
         user = prompts.render("lessons", task_card=context.task_card or f"Task `{context.task}`",
@@ -261,8 +272,8 @@ class LLMProposer:
                                {"role": "user", "content": user}])
         data = json.loads(body.decode("utf-8", "replace"))
         text = clean(data["choices"][0]["message"]["content"] or "").strip()
-        usage = data.get("usage") or {}
-        tokens = sum(v for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens") and isinstance(v, int))
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        tokens = tuple(usage.get(k) if isinstance(usage.get(k), int) else 0 for k in ("prompt_tokens", "completion_tokens"))
         if not text:
             raise ValueError("the model wrote no lessons")
         return clip(text, MAX_LESSONS_CHARS), tokens

@@ -32,7 +32,8 @@ import numpy as np
 from evaluation.stats import Corrected, Estimate, correct, hierarchical_bootstrap, mean_se, paired_bootstrap
 
 BASELINES = ("dpo", "ipo", "lrml")
-HIGHER_IS_BETTER = {"win_rate": True, "reward": True, "reward_gain": True, "kl": False}
+HIGHER_IS_BETTER = {"win_rate": True, "reward": True, "reward_gain": True, "kl": False,
+                    "lc_win_rate": True, "win_rate_vs_sft": True, "lc_win_rate_vs_sft": True}  # the last three: recipe:tldr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,7 +313,8 @@ def difference(runs_a: Iterable[Run], runs_b: Iterable[Run], metric: str, *, n_b
 
 # Metrics with a natural "no better than the reference" value: a win rate against the SFT model's
 # own completions is 0.5 for the SFT model itself.
-NULL_VALUE = {"win_rate": 0.5, "reward_gain": 0.0}  # the SFT model's value (shared random numbers)
+NULL_VALUE = {"win_rate": 0.5, "reward_gain": 0.0,   # the SFT model's value (shared random numbers)
+              "win_rate_vs_sft": 0.5}                 # recipe:tldr: judged against the SFT model's summaries
 
 
 def against_null(runs: Iterable[Run], metric: str, *, n_boot: int = 10_000, seed: int = 0) -> Estimate | None:

@@ -45,7 +45,7 @@ from functools import cached_property
 from pathlib import Path
 
 from inner_loop.overrides import UserError, check
-from inner_loop.recipe_task import Recipe, RecipeTask, load_rows, tokenize_text_pairs
+from inner_loop.recipe_base import Recipe, RecipeTask, load_rows, tokenize_text_pairs
 
 TLDR = "TL;DR:"
 PROMPT_SUFFIX = "\n\nTL;DR:"

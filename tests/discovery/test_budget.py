@@ -62,6 +62,7 @@ class SlowExecutor:
 
 def llm_config(tmp_path, server, **changes):
     path = tmp_path / "campaign.yaml"
+    changes.setdefault("prompt.lessons_every", 0)  # no lessons requests: every request here is a proposal
     cfg = fake_config(candidates=6, proposer="openai", base_url=server.url, model="fake", **changes)
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     return path
