@@ -177,3 +177,57 @@ def test_rule_lessons_are_stored_and_shown_in_later_prompts(tmp_path):
     assert history.lessons_due(archive, every=1) is None
     shown = prompt_of(archive).split("## Lessons so far", 1)[1].split("## Reference objectives", 1)[0]
     assert "drifted far: #5" in shown
+
+
+def _steep(k: int) -> dict:
+    return {"idea": f"logistic with slope {k}", "thought": f"a steeper logistic loss, {k} times",
+            "name": f"steep{k}", "code": f"def steep(rho, beta):\n    return -F.logsigmoid({k} * beta * rho)\n"}
+
+
+def test_a_campaign_archives_full_prompts_and_writes_lessons_every_few_candidates(tmp_path):
+    from campaign_fakes import fake_config
+    from discovery.cli import main
+    import yaml
+    # requests in order: proposals 1-2, lessons, proposals 3-4, lessons, proposal 5
+    script = [reply(json.dumps(_steep(2))), reply(json.dumps(_steep(3))),
+              reply("- lesson one: steeper is better (#4, #5)", prompt_tokens=50, completion_tokens=10),
+              reply(json.dumps(_steep(4))), reply(json.dumps(_steep(5))),
+              reply("- lesson two: slope 5 is the best so far (#7)", prompt_tokens=50, completion_tokens=10),
+              reply(json.dumps(_steep(6)))]
+    out = tmp_path / "c"
+    with FakeOpenAI(script) as server:
+        cfg = fake_config(candidates=5, proposer="openai", base_url=server.url, model="fake",
+                          **{"prompt.lessons_every": 2, "training.seeds": [0, 1, 2]})
+        path = tmp_path / "campaign.yaml"
+        path.write_text(yaml.safe_dump(cfg.to_dict()))
+        assert main(["run", "--out", str(out), "--config", str(path), "--quiet"]) == 0
+        assert len(server.requests) == 7
+        lessons_request = server.requests[2]["body"]["messages"][1]["content"]
+    assert "Write the new lessons summary" in lessons_request and "#5 steep3" in lessons_request
+    with Archive.open(out) as archive:
+        notes = history.notes(archive)
+        rows = archive.rows(kind="candidate")
+        usage = archive.meta("other_usage")
+    assert [(n["after_id"], n["author"]) for n in notes] == [(rows[1]["id"], "model fake"), (rows[3]["id"], "model fake")]
+    assert usage == {"fake": [100, 20]}                      # the lessons calls count toward the budget
+    assert [r["idea"] for r in rows] == [f"logistic with slope {k}" for k in range(2, 7)]
+    fifth = (out / rows[4]["folder"] / "prompt.md").read_text()
+    assert "# Experiment 5 of 5" in fifth and "0 experiment(s) remain" in fifth
+    assert "lesson two: slope 5 is the best so far" in fifth and "lesson one" not in fifth
+    assert "Task `synthetic`" in fifth and "Noise floor" in fifth
+    table = fifth.split("## Every candidate so far", 1)[1].split("## Best candidates", 1)[0]
+    assert all(f"#{r['id']} {r['name']} | logistic with slope" in table for r in rows[:4])
+    assert "vs DPO: win_rate" in fifth and "95% CI over 3 seeds" in fifth
+    third = (out / rows[2]["folder"] / "prompt.md").read_text()
+    assert "lesson one" in third
+
+
+def test_without_a_model_the_lessons_are_written_by_rules(tmp_path):
+    from campaign_fakes import fake_config
+    from discovery.campaign import run_campaign
+    config = fake_config(candidates=4, **{"prompt.lessons_every": 2})
+    run_campaign(tmp_path / "c", config, progress=False)
+    with Archive.open(tmp_path / "c") as archive:
+        notes = history.notes(archive)
+    assert [n["author"] for n in notes] == ["rules", "rules"]
+    assert "2 candidates so far" in notes[0]["text"] and "4 candidates so far" in notes[1]["text"]
