@@ -14,8 +14,9 @@ over with an inspiration, or blend the two with a sigmoid gate on z as DiscoPOP'
 sampled from the grammar at random, with no parent and no use of the archive but to avoid repeats.
 A child is kept only if, on a grid of z, it is finite, not constant, and lower for z > 0 than for
 z < 0 (it prefers the chosen answer: :func:`plausible`, evaluated with :mod:`math`, no code
-executed) and new (:func:`discovery.selection.duplicate`: no near-duplicate of any row's code or of
-a sibling proposal); the sandbox validator still checks it afterwards. evolve selects for itself
+executed) and new (:func:`discovery.selection.duplicate` with ``up_to_scale``: no near-duplicate of
+any row's code or of a sibling proposal, a positive multiple plus a constant included, which the
+campaign's deduplication by training would refuse); the sandbox validator still checks it afterwards. evolve selects for itself
 (only entries in the grammar can be parents): it honours ``Context.island`` and ignores
 ``Context.parents``.
 
@@ -214,7 +215,7 @@ class EvolveProposer:
             if size(tree) > MAX_NODES or depth(tree) > MAX_DEPTH or not plausible(tree):
                 return None
             code = to_code(tree, name)
-            if normalise_code(code) in known or duplicate(code, against) is not None:
+            if normalise_code(code) in known or duplicate(code, against, up_to_scale=True) is not None:
                 return None
             return code
 

@@ -43,8 +43,10 @@ canonicalisation (:func:`canonical`: docstrings dropped, the function and its lo
 order of appearance, constant arithmetic folded, ints written as floats; so renaming, layout and
 folding ``0.5 * 2`` into ``1.0`` do not make code new), or when both parse into the grammar and
 compute the same values on a grid of z in [-10, 10] (relative tolerance ``tol``: algebraic
-rewrites, ``z * 0.5 * 2`` against ``z``). A scaled loss is *new* here (training can tell; the
-campaign's fingerprint deduplication decides that later).
+rewrites, ``z * 0.5 * 2`` against ``z``). A scaled loss is *new* by default; with
+``up_to_scale=True`` (what :mod:`discovery.evolve` uses, since the campaign's default deduplication
+by training refuses such a row and the slot is spent) a grammar loss ``k * g + constant`` with k > 0
+duplicates ``g``.
 """
 
 from __future__ import annotations
@@ -361,8 +363,27 @@ def _same_values(a: tuple[float, ...], b: tuple[float, ...], tol: float) -> bool
     return all(abs(x - y) <= tol * scale for x, y in zip(a, b))
 
 
-def duplicate(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL) -> Entry | None:
-    """The first entry whose code ``code`` nearly duplicates (see the module docstring), or None."""
+def _slopes(ys: tuple[float, ...]) -> list[float]:
+    h = GRID[1] - GRID[0]
+    return [(ys[i + 1] - ys[i - 1]) / (2 * h) for i in range(1, len(ys) - 1)]
+
+
+def _same_up_to_scale(a: tuple[float, ...], b: tuple[float, ...], tol: float) -> bool:
+    """Whether a = k * b + constant on the grid for some k > 0 (equal slopes up to k)."""
+    da, db = _slopes(a), _slopes(b)
+    norm = sum(y * y for y in db)
+    if norm == 0:
+        return False
+    k = sum(x * y for x, y in zip(da, db)) / norm
+    scale = 1.0 + max(abs(x) for x in da)
+    return k > 0 and all(abs(x - k * y) <= tol * scale for x, y in zip(da, db))
+
+
+def duplicate(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL,
+              up_to_scale: bool = False) -> Entry | None:
+    """The first entry whose code ``code`` nearly duplicates (see the module docstring), or None.
+    ``up_to_scale``: grammar losses that differ by a factor > 0 and a constant count as the same
+    (they train alike under Adam: the campaign's ``execution.dedupe: training`` would refuse them)."""
     mine, values = canonical(code), _values(code)
     for e in entries:
         if not e.code:
@@ -371,11 +392,12 @@ def duplicate(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL) 
             return e
         if values is not None:
             theirs = _values(e.code)
-            if theirs is not None and _same_values(values, theirs, tol):
+            if theirs is not None and (_same_values(values, theirs, tol) or
+                                       (up_to_scale and _same_up_to_scale(values, theirs, tol))):
                 return e
     return None
 
 
-def novel(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL) -> bool:
+def novel(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL, up_to_scale: bool = False) -> bool:
     """Whether ``code`` is no near-duplicate of any entry's code (:func:`duplicate`)."""
-    return duplicate(code, entries, tol=tol) is None
+    return duplicate(code, entries, tol=tol, up_to_scale=up_to_scale) is None

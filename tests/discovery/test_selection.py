@@ -120,6 +120,10 @@ def test_novelty_rejects_renamed_relaid_and_folded_duplicates_and_accepts_a_diff
         assert selection.duplicate(dup, entries) is entries[0]
     assert selection.novel(to_code(HINGE, "hinge"), entries)
     assert selection.novel(to_code(b("*", c(0.6), DPO), "other_scale"), entries)  # a scale is new here
+    shifted = to_code(b("+", b("*", c(3.0), DPO), c(2.0)), "shifted")  # ... unless up_to_scale
+    assert not selection.novel(shifted, entries, up_to_scale=True)
+    assert selection.novel(to_code(b("*", c(-3.0), DPO), "negated"), entries, up_to_scale=True)
+    assert selection.novel(to_code(HINGE, "hinge"), entries, up_to_scale=True)
     # code outside the grammar: compared as canonical Python
     llm = "def f(pc, pr, rc, rr, beta):\n    '''doc'''\n    x = beta * (pc - rc)\n    return -x.mean() * (2 * 3)\n"
     entries.append(cand(1, 0.1, code=llm))
