@@ -49,7 +49,9 @@ does not train:
   job's weights fails it too;
 * non-finite weights fail the candidate, and so does any non-finite metric (finite but absurd
   weights, x 1e30, give a NaN KL), named in the reason;
-* the loss log is reported as the job's claim; it feeds no score.
+* the loss log and the margins the loss saw (``TrainResult.margins``, rebuilt from the job's numbers
+  by :func:`~inner_loop.train_config.clean_margins`) are reported as the job's claims; they feed no
+  score (:mod:`discovery.pilot` compares them only beside the parent's own metrics).
 
 Not protected against: a candidate that trains a policy to game the gold reward (that is the
 search working, and the held-out evaluation's job to catch); in ``"process"`` mode, anything a
@@ -77,7 +79,7 @@ from typing import Any
 
 from inner_loop.job_output import (JOB_RESULT, WEIGHTS, Deadline, Rejected, keep_job_log, load_policy,
                                    read_job_file, save_policy)
-from inner_loop.train_config import TrainConfig, TrainResult, split_overrides
+from inner_loop.train_config import TrainConfig, TrainResult, clean_margins, split_overrides
 from objectives import launcher, sandbox, shared_dirs
 from objectives.base import ObjectiveError
 from objectives.candidate import Candidate, isolation_for, resolve
@@ -323,7 +325,7 @@ def run_candidate(objective: Candidate | str, task: str = "synthetic", beta: flo
     seconds["train"] = float(outcome.get("train_seconds") or 0.0)
     losses = [float(x) for x in outcome.get("losses", [])][:1_000_000]
     common = dict(losses=losses, steps=int(outcome.get("steps") or 0), config=config,
-                  step=outcome.get("step"), seconds=seconds)
+                  step=outcome.get("step"), seconds=seconds, margins=clean_margins(outcome.get("margins")))
     metrics = None
     if outcome.get("status") == "done":
         t = time.perf_counter()
@@ -370,7 +372,8 @@ def _train_here(candidate: Candidate, task_obj, train_cfg, timeout: float, progr
     out = train_objective(model, task_obj.tokenizer, task_obj.train_pairs, objective, train_cfg,
                           progress=progress, time_limit=timeout)
     return ({"status": out.status, "reason": out.reason, "step": out.step, "losses": out.losses,
-             "steps": out.steps, "train_seconds": out.seconds}, model if out.status == "done" else None)
+             "steps": out.steps, "train_seconds": out.seconds, "margins": out.margins},
+            model if out.status == "done" else None)
 
 
 def _child_main(argv: list[str] | None = None) -> int:
@@ -380,8 +383,10 @@ def _child_main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-mb", type=int, default=None, help="address-space budget above the current size")
     args = p.parse_args(argv)
     spec = json.loads(Path(args.job).read_text())
-    import torch  # noqa: F401 - imported before the address-space limit: torch maps a lot at import
-    import inner_loop.trainer  # noqa: F401 - transformers, TRL, datasets
+    import importlib
+    # imported before the address-space limit: torch maps a lot at import; then transformers, TRL, datasets
+    for module in ("torch", "inner_loop.trainer"):
+        importlib.import_module(module)
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT_BYTES, MAX_OUTPUT_BYTES))
     if args.memory_mb:
         with open("/proc/self/statm") as f:

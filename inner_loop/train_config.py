@@ -50,6 +50,53 @@ class TrainConfig:
                       else "direct" if vocab <= DIRECT_MAX_VOCAB else "fused"))
 
 
+# -- the margins a run's loss saw (recorded by inner_loop.trainer, carried by TrainResult.margins) --
+MARGIN_QUANTITY = "rho = (pc - rc) - (pr - rr), summed log-probs, beta not applied"
+STEP_LEVELS = (0.0, 0.05, 0.5, 0.95, 1.0)  # min, p05, p50, p95, max of one optimizer step's pairs
+POOLED_LEVELS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+MAX_MARGIN_STEPS = 1_000_000  # as many per-step rows as the runner keeps losses
+
+
+def margins_record(per_step: list, pooled: list | None, n: int) -> dict:
+    """The JSON record of a run's margins (``TrainResult.margins``): ``per_step``, one row of
+    quantiles at ``step_levels`` (min, p05, p50, p95, max) per optimizer step, ``step`` naming those
+    steps (1-based); ``pooled``, quantiles at ``pooled_levels`` of all ``n`` margins the run saw
+    (None when it saw none)."""
+    return {"quantity": MARGIN_QUANTITY, "step_levels": list(STEP_LEVELS),
+            "step": list(range(1, len(per_step) + 1)), "per_step": per_step,
+            "pooled_levels": list(POOLED_LEVELS), "pooled": pooled, "n": int(n)}
+
+
+def clean_margins(raw) -> dict | None:
+    """``raw`` (an isolated job's claim, parsed from its JSON) rebuilt from its numbers alone: a
+    :func:`margins_record` whose rows have the right lengths and hold floats, or None when anything
+    is malformed. What the job says here is displayed and compared, never scored (see
+    :mod:`discovery.pilot`)."""
+    def floats(row, n):
+        if not isinstance(row, list) or len(row) != n:
+            raise ValueError
+        return [float(x) for x in row if isinstance(x, (int, float)) and not isinstance(x, bool)]
+
+    if not isinstance(raw, dict):
+        return None
+    try:
+        steps = raw.get("per_step")
+        if not isinstance(steps, list) or len(steps) > MAX_MARGIN_STEPS:
+            return None
+        per_step = [floats(row, len(STEP_LEVELS)) for row in steps]
+        pooled = raw.get("pooled")
+        pooled = None if pooled is None else floats(pooled, len(POOLED_LEVELS))
+        n = raw.get("n", 0)
+        if any(len(r) != len(STEP_LEVELS) for r in per_step) or (pooled is not None and len(pooled) !=
+                                                                   len(POOLED_LEVELS)):
+            return None  # a non-number was dropped by floats()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            return None
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return margins_record(per_step, pooled, n)
+
+
 # the fields a run's overrides may set for training (beta and seed are run_candidate's own arguments)
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"beta", "seed"}
 
@@ -85,6 +132,9 @@ class TrainResult:
     seconds: dict = dataclasses.field(default_factory=dict)  # train, eval, total
     config: dict = dataclasses.field(default_factory=dict)   # resolved: reproduces the run
     step: int | None = None              # the step a failure happened at, when known
+    # the margins the loss saw during training (inner_loop.trainer.margin_summary: per-step min, p05,
+    # p50, p95, max of rho, and pooled quantiles); like ``losses``, the job's claim in isolated modes
+    margins: dict | None = None
 
     @property
     def ok(self) -> bool:

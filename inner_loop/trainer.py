@@ -56,6 +56,12 @@ the version range, the method names and signatures, ``loss_weights`` semantics, 
 ``FusedCausalLMOutput.log_probs`` field and the batch keys ``completion_mask`` /
 ``ref_chosen_logps`` / ``ref_rejected_logps``.
 
+The margins the loss sees are recorded as it trains (:class:`_StepLosses`, :func:`margin_summary`):
+per optimizer step the min, p05, p50, p95 and max of rho = (pc - rc) - (pr - rr) over the step's
+pairs (summed log-probs, beta not applied), and quantiles over the whole run. They are detached
+copies of tensors the loss computes anyway (no extra forward pass), reduced once per step after the
+optimizer has stepped, so they change nothing in training (tests/inner_loop/test_margins.py).
+
 Precision and checkpointing are chosen per device (:func:`device_defaults`): on CPU fp32 without
 gradient checkpointing (TRL's defaults, bf16 + checkpointing, cost 590 ms/step against 69 ms/step
 on a small model); on GPU bf16, with checkpointing only for models above ~1B parameters.
@@ -84,9 +90,11 @@ from trl import DPOConfig, DPOTrainer
 
 from inner_loop.job_output import JOB_LOG, JOB_RESULT, WEIGHTS, untie
 from inner_loop.train_config import (  # noqa: F401 - the run's data, re-exported beside the trainer
-    CHECKPOINTING_MIN_PARAMS, DIRECT_MAX_VOCAB, LOGPROB_PATHS, TrainConfig, TrainResult, device_defaults)
+    CHECKPOINTING_MIN_PARAMS, DIRECT_MAX_VOCAB, LOGPROB_PATHS, POOLED_LEVELS, STEP_LEVELS, TrainConfig,
+    TrainResult, device_defaults, margins_record)
 from objectives.base import Objective
 
+REEXPORTED = (CHECKPOINTING_MIN_PARAMS, DIRECT_MAX_VOCAB, LOGPROB_PATHS, TrainResult, device_defaults)
 TRL_RANGE = (Version("1.16.0"), Version("1.17.0"))  # the internals below were read in this range
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")  # TRL's names, which every task writes
@@ -113,7 +121,8 @@ class ObjectiveFault(RuntimeError):
 
 @dataclasses.dataclass
 class TrainOutcome:
-    """What one training run did; ``status`` is "done" or "failed" (then ``reason`` and ``step``)."""
+    """What one training run did; ``status`` is "done" or "failed" (then ``reason`` and ``step``).
+    ``margins``: the margins the loss saw during training (:func:`margin_summary`)."""
 
     status: str
     losses: list[float]
@@ -122,20 +131,55 @@ class TrainOutcome:
     reason: str | None = None
     step: int | None = None
     log_history: list[dict] = dataclasses.field(default_factory=list)
+    margins: dict | None = None
+
+
+# -- the margins training visits -------------------------------------------------------------------
+# rho = (pc - rc) - (pr - rr) of every training pair, on summed completion log-probs, beta not
+# applied: DPO's loss is softplus(-beta * rho), so these are the margins a pointwise loss is
+# evaluated at. Length-normalised objectives (ipo_norm) see rho divided per token instead; the
+# summed rho is recorded for every objective, so two runs' records always compare the same quantity.
+MAX_POOLED = 2**20  # pooled quantiles are over the run's first this many margins (4 MiB of float32)
+
+
+def margin_summary(per_step: list[list[float]], pooled: torch.Tensor | None) -> dict:
+    """:func:`~inner_loop.train_config.margins_record` of per-step quantile rows and the run's
+    margins (up to :data:`MAX_POOLED` of them), whose quantiles at ``POOLED_LEVELS`` it takes."""
+    if pooled is None or not pooled.numel():
+        return margins_record(per_step, None, 0)
+    levels = torch.tensor(POOLED_LEVELS, dtype=torch.float64)
+    return margins_record(per_step, torch.quantile(pooled.double(), levels).tolist(), pooled.numel())
 
 
 class _StepLosses(TrainerCallback):
-    """Collects the mean micro-batch loss of every optimizer step."""
+    """Collects the mean micro-batch loss of every optimizer step, and the quantiles of the margins
+    its micro-batches saw (detached copies, after the step: nothing here touches training)."""
 
     def __init__(self, trainer: "ObjectiveDPOTrainer"):
         self.trainer = trainer
         self.losses: list[float] = []
+        self.margins: list[list[float]] = []
+        self._pooled: list[torch.Tensor] = []
+        self._pooled_n = 0
 
     def on_step_end(self, args, state, control, **kwargs):
         micro = self.trainer._micro_losses
         if micro:
             self.losses.append(float(torch.stack(micro).mean()))
             micro.clear()
+        rho = self.trainer._micro_margins
+        if rho:
+            flat = torch.cat(rho).double().cpu()
+            rho.clear()
+            levels = torch.tensor(STEP_LEVELS, dtype=torch.float64)
+            self.margins.append(torch.quantile(flat, levels).tolist())
+            if self._pooled_n < MAX_POOLED:
+                keep = flat[:MAX_POOLED - self._pooled_n].float()
+                self._pooled.append(keep)
+                self._pooled_n += keep.numel()
+
+    def summary(self) -> dict:
+        return margin_summary(self.margins, torch.cat(self._pooled) if self._pooled else None)
 
 
 class TimeLimitExceeded(RuntimeError):
@@ -154,6 +198,8 @@ class _TimeLimit(TrainerCallback):
 class ObjectiveDPOTrainer(DPOTrainer):
     """DPOTrainer whose loss is ``objective(pc, pr, rc, rr, beta).mean()`` (see the module docstring)."""
 
+    record_margins = True  # keep the margins each training step saw (a test turns it off to compare)
+
     def __init__(self, *args, objective: Objective, logprobs: str = "fused", **kwargs):
         cfg = kwargs.get("args")
         if cfg is None:
@@ -168,6 +214,7 @@ class ObjectiveDPOTrainer(DPOTrainer):
         self.objective, self.logprobs = objective, logprobs
         self._captured: list[Any] = []
         self._micro_losses: list[torch.Tensor] = []
+        self._micro_margins: list[torch.Tensor] = []  # rho of each training micro-batch (detached)
         self._tracked: list | None = None
         super().__init__(*args, **kwargs)
         self._hook = self.model.register_forward_hook(self._capture)
@@ -243,6 +290,10 @@ class ObjectiveDPOTrainer(DPOTrainer):
         logps = (per_token * mask).sum(dim=1)
         summed = logps
         ref = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(logps)
+        if self.record_margins and self.model.training:  # this step's margins (summed; a detached copy)
+            with torch.no_grad():
+                ratio = logps.detach() - ref
+                self._micro_margins.append(torch.sub(*ratio.chunk(2)))
         if self.objective.length_normalized:  # per-token means, as TRL's ipo
             n = mask.sum(dim=1).clamp(min=1).to(logps)
             logps, ref = logps / n, ref / n
@@ -412,7 +463,8 @@ def _train(model, tokenizer, dataset, objective, config, output_dir, progress, t
             bad = next(i for i, x in enumerate(losses) if not math.isfinite(x))
             status, reason, step = "failed", f"non-finite loss ({losses[bad]}) at step {bad + 1}", bad + 1
         return TrainOutcome(status=status, losses=losses, steps=trainer.state.global_step, seconds=seconds,
-                            reason=reason, step=step, log_history=list(trainer.state.log_history))
+                            reason=reason, step=step, log_history=list(trainer.state.log_history),
+                            margins=recorder.summary())
 
 
 # -- the isolated job ---------------------------------------------------------------------------
@@ -461,7 +513,8 @@ def train_job(spec: dict) -> dict:
             outcome = train_objective(model, tokenizer, pairs, objective, TrainConfig(**spec["train"]),
                                       output_dir=str(out / "trainer"), progress=spec.get("progress", False))
         result = {"status": outcome.status, "reason": outcome.reason, "step": outcome.step,
-                  "losses": outcome.losses, "steps": outcome.steps, "train_seconds": outcome.seconds}
+                  "losses": outcome.losses, "steps": outcome.steps, "train_seconds": outcome.seconds,
+                  "margins": outcome.margins}
         if outcome.status == "done":
             state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
             save_file(untie(state), str(out / WEIGHTS))
