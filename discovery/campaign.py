@@ -64,7 +64,7 @@ import sys
 import time
 from pathlib import Path
 
-from discovery import budget, history, noise, training
+from discovery import budget, history, noise, pilot, training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.lock import acquire, release
 from discovery.config import CampaignConfig, save_yaml
@@ -163,6 +163,8 @@ class Campaign:
         t = self.config.training
         if row["kind"] == "candidate" and t.screens():
             return {"name": "screen", "seeds": list(t.seeds[:t.screen_seeds]), "attempts_before": 0}
+        if row["kind"] == "candidate" and len(t.seeds) > 1:  # a one-seed pilot first (discovery.pilot)
+            return {"name": "pilot", "seeds": [t.seeds[0]], "attempts_before": 0}
         return {"name": "full", "seeds": list(t.seeds), "attempts_before": 0}
 
     def stage_of(self, row: dict) -> dict:
@@ -216,6 +218,8 @@ class Campaign:
         prior = [p for p in (row["metrics"] or {}).get("per_seed") or []
                  if p.get("status") == "done" and p.get("seed") not in new]
         metrics = {**training.summarise(results, prior), "stage": stage}
+        if self.trains_like_earlier(cid, row, stage, results, metrics, timings):
+            return
         finished = noise.per_seed_entries({"metrics": metrics})
         failed = [r for r in results if r.get("status") != "done"]
         missing = [s for s in stage["seeds"] if s not in finished]
@@ -259,6 +263,9 @@ class Campaign:
                       f"{noise.interval_text(paired)} ({paired['what']}) is clearly negative; not trained "
                       f"on seed(s) {', '.join(map(str, rest))}")
             metrics["stage"] = {**stage, "screen": decision, "outcome": "screened out"}
+        elif status == "done" and stage["name"] == "pilot":
+            self.next_stage(cid, row, metrics, timings, {"name": "full", "seeds": list(self.config.training.seeds)})
+            return
         elif (status == "done" and stage["name"] == "full" and row["kind"] == "candidate"
               and self.config.training.best_extra_seeds > 0 and self.would_be_best(cid, fitness)):
             extra = list(self.config.training.extra_seeds())
@@ -280,6 +287,23 @@ class Campaign:
             score += f"; {reason}"
         log.info("#%d %s: %s: %s", cid, row["name"], status, score)
         self.tick()
+
+    def trains_like_earlier(self, cid: int, row: dict, stage: dict, results: list[dict], metrics: dict,
+                            timings: dict) -> bool:
+        """A candidate whose first-stage seed reproduced an earlier row's training
+        (:func:`discovery.pilot.trains_like`) becomes a duplicate of it, its other seeds unspent."""
+        if row["kind"] != "candidate" or stage["name"] not in ("pilot", "screen") or not results \
+                or results[0].get("status") != "done":
+            return False
+        like = pilot.trains_like(results[0], [r for r in self.archive.rows() if r["id"] < cid])
+        if like is None:
+            return False
+        reason = pilot.message(*like)
+        self.archive.update(cid, expect="training", status="duplicate", duplicate_of=like[0], reason=reason,
+                            metrics=metrics, timings=timings, finished_at=time.time())
+        log.info("#%d %s: %s", cid, row["name"], reason)
+        self.tick()
+        return True
 
     def next_stage(self, cid: int, row: dict, metrics: dict, timings: dict, stage: dict) -> None:
         """Record the row's next stage in the archive (still ``training``), then train it."""
@@ -496,7 +520,7 @@ def bounded(p: Proposal) -> Proposal:
         prompt_tokens=count(p.prompt_tokens), completion_tokens=count(p.completion_tokens))
 
 
-STAGE_WORDS = {"screen": "screening", "full": "promoted after screening", "extra": "extra seeds of a would-be best"}
+STAGE_WORDS = {"pilot": "one-seed pilot", "screen": "screening", "full": "promoted after screening", "extra": "extra seeds of a would-be best"}
 
 
 def screened_out(row: dict) -> bool:

@@ -127,6 +127,9 @@ TEMPLATES = (
     "training was interrupted {n} times (the process died each time); not retried",
     "failed validation",
     "computes the same function as #{n} {name}",
+    "trains like #{n} {name}: its one-seed pilot reproduced that row's training (metrics and margins equal); "
+    "the other seeds were not spent",
+    "computes the same function as #{n} {name} on the margins DPO's training visits (z = beta * rho from {n} to {n})",
     "trains like #{n} {name}: its gradients are a positive multiple of that loss's (a constant "
     "shift or scale; Adam divides the factor out)",
     # discovery/llm.py and discovery/campaign.py (replies)

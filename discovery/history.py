@@ -100,19 +100,12 @@ def task_card(config, noise: dict | None = None) -> str:
 # -- diagnostics ----------------------------------------------------------------------------------
 
 def margin_range(e: Entry) -> tuple[float, float] | None:
-    """(low, high) of the margins the entry's training reached over its seeds (the runs' recorded
-    ``margins`` summaries: p05/p95 when present, else min/max), or None when none was recorded."""
-    lows, highs = [], []
-    for p in ((e.metrics or {}).get("per_seed") or []):
-        m = p.get("margins") if isinstance(p, dict) else None
-        if not isinstance(m, dict):
-            m = (p.get("metrics") or {}).get("margins") if isinstance(p, dict) else None
-        if isinstance(m, dict):
-            lo, hi = m.get("p05", m.get("min")), m.get("p95", m.get("max"))
-            if _finite(lo) and _finite(hi):
-                lows.append(lo)
-                highs.append(hi)
-    return (min(lows), max(highs)) if lows else None
+    """(lowest, highest) margin rho the entry's training reached over its seeds (the runs' recorded
+    margins, :func:`discovery.pilot.margin_range`), or None when none was recorded."""
+    from discovery.pilot import margin_range as run_range
+    spans = [run_range(p.get("margins")) for p in ((e.metrics or {}).get("per_seed") or []) if isinstance(p, dict)]
+    spans = [x for x in spans if x is not None]
+    return (min(lo for lo, _ in spans), max(hi for _, hi in spans)) if spans else None
 
 
 def flags(e: Entry, reference: Entry | None, diff: dict | None, metric: str) -> list[str]:
@@ -172,7 +165,7 @@ def diagnose(e: Entry, reference: Entry | None, noise: dict | None, metric: str)
         lines.append(f"per seed {metric}: " + ", ".join(f"{s}: {v:.4g}" for s, v in sorted(per_seed.items())))
     span = margin_range(e)
     if span:
-        lines.append(f"margins rho reached in training (p5 to p95 over steps and seeds): {span[0]:.3g} to {span[1]:.3g}")
+        lines.append(f"margins rho reached in training (over steps and seeds): {span[0]:.3g} to {span[1]:.3g}")
     found = flags(e, reference, diff, metric)
     if found:
         lines.append("flags: " + "; ".join(found))

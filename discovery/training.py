@@ -25,6 +25,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from discovery import pilot
+
 RESULT = "worker-result.json"
 SPEC = "worker.json"
 LOG = "worker.log"
@@ -85,7 +87,8 @@ def summarise(results: list[dict], prior: list[dict] = ()) -> dict:
         per_seed.append({"seed": r.get("seed"), "status": r.get("status"), "reason": r.get("reason"),
                          "metrics": r.get("metrics") or {}, "steps": r.get("steps"),
                          "seconds": r.get("seconds"), "first_loss": losses[0] if losses else None,
-                         "last_loss": losses[-1] if losses else None})
+                         "last_loss": losses[-1] if losses else None,
+                         "margins": pilot.compact_margins(r.get("margins"))})
     done = [p["metrics"] for p in per_seed if p["status"] == "done"]
     keys = sorted({k for m in done for k, v in m.items() if isinstance(v, (int, float))})
     mean = {k: statistics.fmean(m[k] for m in done if isinstance(m.get(k), (int, float)))

@@ -169,6 +169,7 @@ def run_matched_kl(objective, task: str = "synthetic", beta: float | None = None
         if failed:
             reason += "; failed: " + ", ".join(f"beta {f['beta']:g} ({f['reason'][:120]})" for f in failed)
         result = TrainResult(status="failed", reason=" ".join(reason.split())[:1000], losses=list(reference.losses),
+                             margins=reference.margins,
                              steps=reference.steps,
                              seconds=seconds, config=config,
                              metrics={"kl_budget": kl_budget, "kl_key": KL_KEY, "points": points,
@@ -205,6 +206,7 @@ def run_matched_kl(objective, task: str = "synthetic", beta: float | None = None
         metrics["per_prompt"] = per_prompt
     config["reference_run"] = reference.config
     result = TrainResult(status="done", metrics=metrics, losses=list(reference.losses), steps=reference.steps,
+                         margins=reference.margins,
                          seconds=seconds, config=config)
     return _written(result, out_dir)
 

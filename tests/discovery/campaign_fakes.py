@@ -162,7 +162,8 @@ def fake_config(**changes):
     settings = {"candidates": 4, "training": {"beta": 0.1, "seeds": [0, 1], "screen_seeds": 0},
                 "execution": {"inspect": False},
                 "fitness": {"metric": "win_rate"},  # what the fake trainer reports
-                "proposer": {"retry_base_delay": 0.01, "retry_max_delay": 0.05}}
+                "proposer": {"retry_base_delay": 0.01, "retry_max_delay": 0.05},
+                "prompt": {"lessons_every": 0}}  # no lessons requests unless a test asks for them
     return CampaignConfig.from_dict(merge(settings, nested_settings(changes, warn=False)))
 
 

@@ -30,9 +30,10 @@ def metrics(values: dict[int, float], kl: float = 10.0, length: float = 15.0, re
     for seed, v in values.items():
         entry = {"seed": seed, "status": "done", "metrics": {"win_rate": v, "kl": kl, "completion_length": length,
                                                              "reward": reward}}
-        if margins:
-            entry["margins"] = {"min": margins[0] - 1, "p05": margins[0], "p50": 0.0, "p95": margins[1],
-                                "max": margins[1] + 1}
+        if margins:  # a run's record as inner_loop.trainer writes it (discovery.pilot compacts it)
+            entry["margins"] = {"quantity": "rho", "pooled_levels": [0.0, 0.5, 1.0], "n": 64,
+                                "pooled": [margins[0] + seed, 0.0, margins[1] - seed],
+                                "step": [1], "step_levels": [0.0, 1.0], "per_step": [[margins[0], margins[1]]]}
         per_seed.append(entry)
     mean = {"win_rate": sum(values.values()) / len(values), "kl": kl, "completion_length": length, "reward": reward}
     return {"mean": mean, "per_seed": per_seed}
@@ -107,7 +108,7 @@ def test_diagnostics_tell_apart_what_failed_for_opposite_reasons(tmp_path):
     assert "barely moved from the reference: KL 0.4 vs DPO 10" in blocks["timid"]
     assert "drifted far: KL 64 vs DPO 10" in blocks["wild"] and "collapsed: completions shortened" in blocks["wild"]
     assert "worse than DPO" in blocks["wild"]
-    assert "margins rho reached in training (p5 to p95 over steps and seeds): -3 to 41" in blocks["wild"]
+    assert "margins rho reached in training (over steps and seeds): -3 to 41" in blocks["wild"]
     assert "per seed win_rate: 0: 0.5, 1: 0.52, 2: 0.48" in blocks["timid"]
     assert "vs DPO: win_rate -0.1000 [-0.1000, -0.1000]" in blocks["timid"]   # paired by seed, with its interval
     assert "95% CI over 3 seeds" in blocks["timid"]
