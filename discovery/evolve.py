@@ -215,7 +215,7 @@ class EvolveProposer:
             if size(tree) > MAX_NODES or depth(tree) > MAX_DEPTH or not plausible(tree):
                 return None
             code = to_code(tree, name)
-            if normalise_code(code) in known or duplicate(code, against, up_to_scale=True) is not None:
+            if normalise_code(code) in known or duplicate(code, against, up_to_scale=True, beta=context.beta) is not None:
                 return None
             return code
 

@@ -347,8 +347,8 @@ def canonical(code: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _values(code: str) -> tuple[float, ...] | None:
-    tree = tree_of_code(code)
+def _values(tree) -> tuple[float, ...] | None:
+    """``tree`` on :data:`GRID`, or None (not in the grammar, or not finite there)."""
     if tree is None:
         return None
     try:
@@ -379,25 +379,28 @@ def _same_up_to_scale(a: tuple[float, ...], b: tuple[float, ...], tol: float) ->
     return k > 0 and all(abs(x - k * y) <= tol * scale for x, y in zip(da, db))
 
 
-def duplicate(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL,
-              up_to_scale: bool = False) -> Entry | None:
+def duplicate(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL, up_to_scale: bool = False,
+              beta: float | None = None) -> Entry | None:
     """The first entry whose code ``code`` nearly duplicates (see the module docstring), or None.
     ``up_to_scale``: grammar losses that differ by a factor > 0 and a constant count as the same
-    (they train alike under Adam: the campaign's ``execution.dedupe: training`` would refuse them)."""
-    mine, values = canonical(code), _values(code)
+    (they train alike under Adam: the campaign's ``execution.dedupe: training`` would refuse them).
+    ``beta``: a baseline whose registry code is no grammar text is compared through its
+    hand-written tree (:func:`tree_of`)."""
+    mine, values = canonical(code), _values(tree_of_code(code))
     for e in entries:
         if not e.code:
             continue
         if mine is not None and canonical(e.code) == mine:
             return e
         if values is not None:
-            theirs = _values(e.code)
+            theirs = _values(tree_of(e, beta))
             if theirs is not None and (_same_values(values, theirs, tol) or
                                        (up_to_scale and _same_up_to_scale(values, theirs, tol))):
                 return e
     return None
 
 
-def novel(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL, up_to_scale: bool = False) -> bool:
+def novel(code: str, entries: Iterable[Entry], *, tol: float = NOVELTY_TOL, up_to_scale: bool = False,
+          beta: float | None = None) -> bool:
     """Whether ``code`` is no near-duplicate of any entry's code (:func:`duplicate`)."""
-    return duplicate(code, entries, tol=tol, up_to_scale=up_to_scale) is None
+    return duplicate(code, entries, tol=tol, up_to_scale=up_to_scale, beta=beta) is None

@@ -131,6 +131,10 @@ def test_novelty_rejects_renamed_relaid_and_folded_duplicates_and_accepts_a_diff
                                entries[1:])
     assert selection.novel(llm.replace("(2 * 3)", "7"), entries)
     assert selection.novel("this is not python (", entries)
+    # a baseline's registry code is no grammar text: with beta, its hand-written tree is compared
+    twice_dpo = to_code(b("*", c(2.0), DPO), "twice")
+    assert selection.novel(twice_dpo, BASELINES, up_to_scale=True)
+    assert selection.duplicate(twice_dpo, BASELINES, up_to_scale=True, beta=0.1).name == "dpo"
 
 
 def test_the_random_arm_samples_the_grammar_and_ignores_fitness():
@@ -164,6 +168,14 @@ def test_the_islands_arm_builds_on_its_islands_members():
         if p.parents != ("dpo",) or "scaled_dpo" not in p.name:
             got[n % 3] |= set(p.parents) - baselines
     assert "strong" in got[2] and not {"strong"} & (got[0] | got[1])
+
+
+def test_evolve_does_not_propose_what_deduplication_would_refuse():
+    """Not DPO rescaled or blended with itself, though the archive's DPO row holds registry code."""
+    ctx = Context(task="synthetic", beta=0.1, metric="m", n_proposed=0, baselines=BASELINES)
+    for seed in range(4):
+        for p in evolve.EvolveProposer(seed=seed).propose_many(ctx, 6):
+            assert selection.novel(p.code, ctx.baselines, up_to_scale=True, beta=0.1), p.code
 
 
 def test_propose_many_is_propose_for_the_next_k_candidates():
