@@ -5,7 +5,13 @@
     ``gradient_checkpointing=True``);
 (b) ours: ``inner_loop.trainer.ObjectiveDPOTrainer`` with the ``dpo`` objective, reference log-probs
     precomputed (no reference model in memory or in the step) and our ``device_defaults`` (bf16 where
-    supported; checkpointing for models of 1B parameters or more, so on for this one).
+    supported; gradient checkpointing only when the estimate of the step's memory,
+    ``inner_loop.train_config.training_memory``, does not fit in 85% of the GPU's free memory), at
+    the same batch as (a);
+(c) ours at the best batch that fits: ``inner_loop.train_config.largest_batch`` picks the largest
+    batch (up to 64 pairs) whose estimate fits without checkpointing, else with it.
+
+Each line says the batch and the checkpointing the variant ran with.
 
 The model is a Gemma-2B architecture with random weights (``GemmaConfig`` with gemma-2b's published
 dimensions: hidden 2048, 18 layers, 8 heads, 1 KV head, head_dim 256, intermediate 16384, vocab
@@ -64,7 +70,8 @@ GEMMA_2B = dict(vocab_size=256000, hidden_size=2048, intermediate_size=16384, nu
 TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
             num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=128)
 SPECIAL = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}  # Gemma's ids for pad, eos, bos
-LABELS = {"a": "(a) TRL DPOTrainer, live reference", "b": "(b) ours, ObjectiveDPOTrainer + precomputed ref"}
+LABELS = {"a": "(a) TRL DPOTrainer, live reference", "b": "(b) ours, ObjectiveDPOTrainer + precomputed ref",
+          "c": "(c) ours, the largest batch that fits"}
 
 
 # -- one variant, in its own process -----------------------------------------------------------
@@ -157,11 +164,22 @@ def _variant(name: str, args: argparse.Namespace) -> dict:
                 trainer = PreTokenisedDPOTrainer(model=policy, ref_model=copy.deepcopy(policy), args=cfg,
                                                  train_dataset=pairs, processing_class=_tokenizer())
             else:
-                train = TrainConfig(beta=0.1, learning_rate=1e-6, max_steps=total, batch_size=args.batch_size,
-                                    max_length=seq_len, logging_steps=total).resolved(policy)
+                batch, checkpointing = args.batch_size, None
+                if name == "c":
+                    from inner_loop.train_config import largest_batch
+                    free = torch.cuda.mem_get_info()[0] if cuda else 2 * 2**30
+                    chosen = largest_batch(policy, precision="bf16" if dtype == torch.bfloat16 else "fp32",
+                                           seq_len=seq_len, free_bytes=free)
+                    batch, checkpointing = chosen if chosen else (1, True)
+                    pairs = _pairs(total * batch, seq_len, dims["vocab_size"], with_ref=True)
+                    result["tokens_per_step"] = batch * 2 * seq_len
+                train = TrainConfig(beta=0.1, learning_rate=1e-6, max_steps=total, batch_size=batch,
+                                    max_length=seq_len, logging_steps=total,
+                                    gradient_checkpointing=checkpointing).resolved(policy)
                 trainer = ObjectiveDPOTrainer(model=policy, args=dpo_config(train, tmp), train_dataset=pairs,
                                               processing_class=_tokenizer(), objective=objectives.load("dpo"))
             result["bf16"], result["checkpointing"] = trainer.args.bf16, trainer.args.gradient_checkpointing
+            result["batch"] = trainer.args.per_device_train_batch_size
             trainer.add_callback(_clock(args.warmup, total, marks))
             with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs: stdout is for the result
                 trainer.train()
@@ -190,7 +208,8 @@ def _line(r: dict, peak_flops: float) -> str:
     else:
         body = f"FAILED: {r['reason']}"
     mem = f"  {r['memory_kind']} {r['peak_memory'] / 2**30:6.2f} GiB" if r.get("peak_memory") else ""
-    how = f"  [{r['dtype']} weights, bf16={r['bf16']}, checkpointing={r['checkpointing']}]" if "bf16" in r else ""
+    how = (f"  [batch {r.get('batch')}, {r['dtype']} weights, bf16={r['bf16']}, checkpointing={r['checkpointing']}]"
+           if "bf16" in r else "")
     return head + body + mem + how
 
 
@@ -224,6 +243,7 @@ def main() -> int:
         res[v] = json.loads(out.stdout.strip().splitlines()[-1])
         if res[v]["status"] == "done":
             res[v]["flops_per_token"] = (8 if v == "a" else 6) * res[v]["n_params"]
+    # the last line compares (b) with (a) at the same batch; (c) is the best batch that fits
 
     seq = 64 if args.tiny else 1024
     known = next((r for r in res.values() if "n_params" in r), {})

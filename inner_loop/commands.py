@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--task", default="synthetic", help="inner-loop task (default synthetic)")
     p.add_argument("--beta", type=float, default=None, help="KL strength (default: the task's or recipe's)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
+                   help="where to train and score (default auto: the task's choice; the embedded tasks run on "
+                        "the CPU even beside a GPU, recipes on the GPU when one is visible)")
     p.add_argument("--isolation", default="auto", choices=("auto", "none", "process", "sandbox"),
                    help="where the training job runs (default auto: sandbox for source code)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before the job is killed (default 600)")
@@ -143,6 +146,12 @@ def check_train_args(args) -> dict:
         TASKS.get(args.task)  # an unknown task raises with a "did you mean"
     check_objective(args.objective)
     check_overrides(overrides, args.task, args.recipe)
+    if args.device is not None:
+        if args.device == "cuda":
+            import torch
+            if not torch.cuda.is_available():
+                raise UserError("--device cuda: no CUDA device is visible (use --device cpu or auto)")
+        overrides["device"] = args.device
     return overrides
 
 

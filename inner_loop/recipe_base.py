@@ -188,6 +188,7 @@ class RecipeTask(Task):
     """Recipe ``config`` as a task; the tokenizer and the pairs are built on first use."""
 
     keeps_policy = True  # score() saves the model folder: the runner writes no policy.safetensors
+    device = "cuda"      # a recipe's model trains on the GPU when one is visible (else the CPU)
 
     def __init__(self, config: Recipe):
         self.config = config

@@ -79,7 +79,7 @@ from typing import Any
 
 from inner_loop.job_output import (JOB_RESULT, WEIGHTS, Deadline, Rejected, keep_job_log, load_policy,
                                    read_job_file, save_policy)
-from inner_loop.train_config import TrainConfig, TrainResult, clean_margins, split_overrides
+from inner_loop.train_config import TrainConfig, TrainResult, clean_margins, resolve_device, split_overrides
 from objectives import launcher, sandbox, shared_dirs
 from objectives.base import ObjectiveError
 from objectives.candidate import Candidate, isolation_for, resolve
@@ -290,6 +290,10 @@ def run_candidate(objective: Candidate | str, task: str = "synthetic", beta: flo
     task_obj = get_task(task, progress=progress, **task_over)
     train_cfg = TrainConfig(**{**task_obj.train_defaults, **train_over,
                                "beta": task_obj.default_beta if beta is None else beta, "seed": seed})
+    try:
+        train_cfg = dataclasses.replace(train_cfg, device=resolve_device(train_cfg.device, task_obj.device))
+    except ValueError as err:
+        return _failed(str(err), config={"objective": candidate.name, "task": task})
     task_config = getattr(task_obj, "config", None)
     config = {"objective": candidate.name if candidate.trusted else "<source>",
               "objective_source": None if candidate.trusted else candidate.source,
@@ -317,6 +321,8 @@ def run_candidate(objective: Candidate | str, task: str = "synthetic", beta: flo
                 deadline = Deadline(score_timeout)  # from here on: the job's output, under a deadline
                 try:
                     policy = load_policy(task_obj, job, deadline)
+                    if train_cfg.device == "cuda":  # the parent scores where the task runs
+                        policy = policy.to("cuda")
                 except Exception as err:  # noqa: BLE001 - bad weights are the candidate's failure
                     outcome = {**outcome, "status": "failed", "reason": f"unusable weights: {err}"}
         finally:

@@ -27,6 +27,8 @@ class Task(abc.ABC):
     train_defaults: dict
     max_completion_len: int
     keeps_policy: bool = False  # score() saves the policy itself; else the runner saves its weights
+    device: str = "cpu"         # where the task trains and scores unless a run asks (train_config.resolve_device):
+                                # the embedded tasks' small models belong on the CPU even beside a GPU
 
     @abc.abstractmethod
     def load_sft(self):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 DIRECT_MAX_VOCAB = 65_536  # "auto" log-probs: full logits up to this vocabulary, TRL's fused head above
 LOGPROB_PATHS = ("auto", "direct", "fused")
 RUNNER_OPTIONS = ("memory_mb", "eval_kwargs", "score_timeout")  # overrides that configure the runner itself
@@ -36,14 +35,19 @@ class TrainConfig:
     logging_steps: int = 10
     threads: int | None = None          # torch intra-op threads for the run (None: leave as is)
     logprobs: str = "auto"              # auto | direct (own forward) | fused (TRL's chunked LM head)
+    device: str = "auto"                # cpu | cuda | auto (the task's choice: run_candidate resolves it;
+                                        # train_objective alone: where the model already is)
 
     def resolved(self, model) -> "TrainConfig":
         if self.logprobs not in LOGPROB_PATHS:
             raise ValueError(f"logprobs must be one of {', '.join(LOGPROB_PATHS)}, not {self.logprobs!r}")
-        precision, checkpointing = device_defaults(model)
+        device = self.device if self.device != "auto" else model_device(model)
+        device = resolve_device(device, "cpu")
+        precision, checkpointing = device_defaults(model, device, batch_pairs=self.batch_size,
+                                                   seq_len=self.max_length)
         vocab = getattr(getattr(model, "config", None), "vocab_size", None) or DIRECT_MAX_VOCAB + 1
         return dataclasses.replace(
-            self, precision=precision if self.precision == "auto" else self.precision,
+            self, device=device, precision=precision if self.precision == "auto" else self.precision,
             gradient_checkpointing=(checkpointing if self.gradient_checkpointing is None
                                     else self.gradient_checkpointing),
             logprobs=(self.logprobs if self.logprobs != "auto"
@@ -101,14 +105,93 @@ def clean_margins(raw) -> dict | None:
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"beta", "seed"}
 
 
-def device_defaults(model) -> tuple[str, bool]:
-    """(precision, gradient checkpointing) for the device the run will use."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def model_device(model) -> str:
+    """"cuda" when ``model``'s parameters are on a GPU, else "cpu"."""
+    try:
+        return "cuda" if next(model.parameters()).device.type == "cuda" else "cpu"
+    except (StopIteration, AttributeError):
+        return "cpu"
+
+
+def resolve_device(requested: str | None, preferred: str = "cpu") -> str:
+    """The device a run trains and scores on: ``requested`` (``cpu``, ``cuda`` or ``auto``/None:
+    the task's ``preferred``), ``cuda`` only when one is visible. Asking for ``cuda`` without one
+    raises; a task that prefers ``cuda`` falls back to the CPU."""
     import torch
-    if not torch.cuda.is_available():
+    requested = requested or "auto"
+    if requested not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but no CUDA device is visible (use device=cpu or auto)")
+    want = preferred if requested == "auto" else requested
+    return "cuda" if want == "cuda" and torch.cuda.is_available() else "cpu"
+
+
+# bytes per parameter while training with AdamW: weights and gradients in the training dtype, two
+# fp32 moments, and an fp32 master copy in bf16 mixed precision
+def _state_bytes(n_params: int, precision: str) -> int:
+    return n_params * ((2 + 2 + 8 + 4) if precision == "bf16" else (4 + 4 + 8))
+
+
+def training_memory(model, *, precision: str, batch_pairs: int, seq_len: int, checkpointing: bool) -> int:
+    """An estimate, in bytes, of what one DPO training step of ``model`` needs: weights, gradients
+    and AdamW state (:func:`_state_bytes`), and the activations of ``2 * batch_pairs`` sequences of
+    ``seq_len`` tokens (chosen and rejected) kept for the backward pass: per token and layer about
+    34 * hidden bytes in 16-bit (Korthikanti et al. 2022, attention scores not kept: SDPA/flash),
+    twice that in fp32, one layer's worth plus the layer inputs with checkpointing, and the fp32
+    log-softmax of the LM head over one chunk of tokens. The reference log-probs are precomputed,
+    so no second model is resident."""
+    cfg = getattr(model, "config", None)
+    hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0) or 0)
+    layers = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0) or 1)
+    vocab = int(getattr(cfg, "vocab_size", 0) or 0)
+    n = sum(p.numel() for p in model.parameters())
+    tokens = 2 * batch_pairs * seq_len
+    per_token_layer = 34 * hidden * (1 if precision == "bf16" else 2)
+    acts = tokens * per_token_layer * (1 if checkpointing else layers)
+    if checkpointing:
+        acts += tokens * hidden * 2 * layers  # each layer's input, kept for the recompute
+    head = min(tokens, 4096) * vocab * 4 * 2  # a chunk of fp32 logits and their gradient
+    return _state_bytes(n, precision) + acts + head
+
+
+MEMORY_HEADROOM = 0.85  # plan for this share of the free memory (fragmentation, the CUDA context, spikes)
+
+
+def largest_batch(model, *, precision: str, seq_len: int, free_bytes: int,
+                  batches=(1, 2, 4, 8, 16, 32, 64)) -> tuple[int, bool] | None:
+    """(the largest of ``batches`` whose step fits in :data:`MEMORY_HEADROOM` of ``free_bytes``
+    without gradient checkpointing, False), else the largest that fits with it (True); None when
+    not even the smallest fits."""
+    room = MEMORY_HEADROOM * free_bytes
+    for checkpointing in (False, True):
+        fits = [b for b in batches if training_memory(model, precision=precision, batch_pairs=b, seq_len=seq_len,
+                                                      checkpointing=checkpointing) <= room]
+        if fits:
+            return max(fits), checkpointing
+    return None
+
+
+def device_defaults(model, device: str | None = None, *, batch_pairs: int = 8, seq_len: int | None = None,
+                    free_bytes: int | None = None) -> tuple[str, bool]:
+    """(precision, gradient checkpointing) for a run on ``device`` (None: CUDA when visible). On the
+    CPU: fp32, no checkpointing. On a GPU: bf16 when supported, and gradient checkpointing only when
+    the run would not fit in :data:`MEMORY_HEADROOM` of the device's free memory without it
+    (:func:`training_memory`, at ``batch_pairs`` pairs of ``seq_len`` tokens, default 1024)."""
+    import torch
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cuda":
         return "fp32", False
-    bf16 = torch.cuda.is_bf16_supported()
-    big = sum(p.numel() for p in model.parameters()) >= CHECKPOINTING_MIN_PARAMS
-    return ("bf16" if bf16 else "fp32"), big
+    precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info()[0]
+    need = training_memory(model, precision=precision, batch_pairs=batch_pairs, seq_len=seq_len or 1024,
+                           checkpointing=False)
+    return precision, need > MEMORY_HEADROOM * free_bytes
 
 
 def split_overrides(overrides: dict) -> tuple[dict, dict, dict]:

@@ -90,11 +90,11 @@ from trl import DPOConfig, DPOTrainer
 
 from inner_loop.job_output import JOB_LOG, JOB_RESULT, WEIGHTS, untie
 from inner_loop.train_config import (  # noqa: F401 - the run's data, re-exported beside the trainer
-    CHECKPOINTING_MIN_PARAMS, DIRECT_MAX_VOCAB, LOGPROB_PATHS, POOLED_LEVELS, STEP_LEVELS, TrainConfig,
+    DIRECT_MAX_VOCAB, LOGPROB_PATHS, POOLED_LEVELS, STEP_LEVELS, TrainConfig,
     TrainResult, device_defaults, margins_record)
 from objectives.base import Objective
 
-REEXPORTED = (CHECKPOINTING_MIN_PARAMS, DIRECT_MAX_VOCAB, LOGPROB_PATHS, TrainResult, device_defaults)
+REEXPORTED = (DIRECT_MAX_VOCAB, LOGPROB_PATHS, TrainResult, device_defaults)
 TRL_RANGE = (Version("1.16.0"), Version("1.17.0"))  # the internals below were read in this range
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")  # TRL's names, which every task writes
@@ -390,7 +390,8 @@ def dpo_config(config: TrainConfig, output_dir: str, *, progress: bool = False, 
         **{_CHECKPOINTING: bool(config.gradient_checkpointing)}, seed=config.seed, data_seed=config.seed,
         loss_type=["sigmoid"], loss_weights=[0.0], precompute_ref_log_probs=True,
         disable_dropout=True, logging_steps=config.logging_steps, save_strategy="no", report_to="none",
-        disable_tqdm=not progress, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not progress, dataloader_num_workers=0,
+        use_cpu=config.device != "cuda" or not torch.cuda.is_available(),
         **extra)
 
 

@@ -15,8 +15,9 @@ def test_tiny_run_reports_both_variants_and_ends_with_the_ratio():
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    for label in ("(a) TRL DPOTrainer, live reference", "(b) ours, ObjectiveDPOTrainer"):
+    for label in ("(a) TRL DPOTrainer, live reference", "(b) ours, ObjectiveDPOTrainer", "(c) ours, the largest batch"):
         row = next((line for line in lines if line.startswith(label)), None)
         assert row is not None, proc.stdout
         assert re.search(r"steps +2 +tokens/s +[\d.]+ +MFU", row), row  # measured, not FAILED
+        assert re.search(r"\[batch \d+, .*checkpointing=(True|False)\]", row), row  # the settings it chose
     assert re.fullmatch(r"ratio: \d+\.\d+", lines[-1]), lines[-1]
