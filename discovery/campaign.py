@@ -64,7 +64,7 @@ import sys
 import time
 from pathlib import Path
 
-from discovery import budget, history, noise, pilot, training
+from discovery import budget, noise, pilot, steering, training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.lock import acquire, release
 from discovery.config import CampaignConfig, save_yaml
@@ -314,7 +314,7 @@ class Campaign:
     def would_be_best(self, cid: int, fitness: float) -> bool:
         """Whether ``fitness`` beats every finished candidate that was not screened out."""
         others = [r["fitness"] for r in self.archive.rows(kind="candidate", status="done")
-                  if r["id"] != cid and r["fitness"] is not None and not screened_out(r)]
+                  if r["id"] != cid and r["fitness"] is not None and not noise.screened_out(r)]
         return not others or fitness > max(others)
 
     def advance(self, cid: int) -> None:
@@ -365,6 +365,15 @@ class Campaign:
                                 finished_at=time.time())
             log.info("#%d: %s", cid, proposal.error)
             self.tick()
+            return cid
+        twin = self.near_duplicate(dataclasses.replace(proposal, code=self.archive.get(cid)["code"])) \
+            if proposal.proposer != "evolve" else None  # evolve runs the same check itself
+        if twin is not None and twin.id != cid:
+            reason = steering.NEAR_DUPLICATE.format(n=twin.id, name=twin.name)
+            self.archive.update(cid, expect="proposed", status="duplicate", duplicate_of=twin.id, reason=reason,
+                                finished_at=time.time())
+            log.info("#%d %s: %s", cid, proposal.name, reason)
+            self.tick()
         return cid
 
     def wait(self, below: int) -> None:
@@ -411,46 +420,22 @@ class Campaign:
         log.warning("stopped: %s; continue with a higher cap: %s", reason, record["continue"])
         return record
 
-    # -- what the proposer sees ----------------------------------------------------------------
+    # -- what the proposer sees (discovery.steering) ----------------------------------------------
 
     def context(self):
-        """The proposer's context: the archive's bounded view, the task card, noise, lessons, budget."""
-        cfg = self.config
-        context = history.enrich(self.archive.context(
-            task=cfg.training.task, beta=self.beta, metric=cfg.fitness.metric, n_best=cfg.prompt.n_best,
-            n_recent=cfg.prompt.n_recent, n_failures=cfg.prompt.n_failures), self.archive, cfg)
-        left = budget.words(self.last_spent, cfg.budget, capped_only=True)
-        return dataclasses.replace(context, budget_left=left) if left else context
+        return steering.proposer_context(self.archive, self.config, self.beta, self.last_spent)
 
     def propose(self, context, room: int) -> list[Proposal]:
-        """``proposer.proposals_per_request`` proposals (at most ``room``) for one context."""
-        k = max(1, min(self.config.proposer.proposals_per_request, room))
-        many = getattr(self.proposer, "propose_many", None)
-        return list(many(context, k))[:k] if k > 1 and many else [self.proposer.propose(context)]
+        return steering.propose(self.proposer, context, self.config.proposer.proposals_per_request, room)
+
+    def sweeps(self) -> list[Proposal]:
+        return steering.sweeps(self.archive, self.config)
+
+    def near_duplicate(self, proposal: Proposal):
+        return steering.near_duplicate(self.archive, proposal.code, self.beta, self.config.execution.dedupe)
 
     def write_lessons(self) -> None:
-        """Store a lessons summary when ``prompt.lessons_every`` candidates finished since the last
-        one: the model's (an LLM proposer with ``proposer.lessons_model``; its tokens count toward the
-        budget), else, or when that call fails, the rules' (:func:`discovery.history.rule_lessons`)."""
-        a, cfg = self.archive, self.config
-        due = history.lessons_due(a, cfg.prompt.lessons_every)
-        if due is None:
-            return
-        context = self.context()
-        text, author = None, "rules"
-        if cfg.proposer.lessons_model and hasattr(self.proposer, "lessons"):
-            try:
-                text, (prompt_tokens, completion_tokens) = self.proposer.lessons(context)
-                author = f"model {cfg.proposer.model}"
-                budget.record_usage(a, cfg.proposer.model, prompt_tokens, completion_tokens)
-            except Exception as err:  # noqa: BLE001 - lessons are help, never a reason to stop
-                log.warning("the lessons summary by the model failed (%s); written by rules instead",
-                            type(err).__name__)
-        if text is None:
-            text = history.rule_lessons(context.history, history.reference_entry(context), context.noise,
-                                        cfg.fitness.metric)
-        history.add_note(a, kind=history.LESSONS, after_id=due, text=text, author=author)
-        log.info("lessons after #%d (%s):\n%s", due, author, text)
+        steering.write_lessons(self.archive, self.config, self.proposer, self.context)
 
     def run(self) -> dict:
         from tqdm.auto import tqdm
@@ -484,10 +469,12 @@ class Campaign:
                 if self.over_budget():
                     return summary(a)
                 self.write_lessons()
-                context = self.context()
-                for proposal in self.propose(context, cfg.candidates - a.count(kind="candidate")):
+                room = cfg.candidates - a.count(kind="candidate")
+                proposals = self.sweeps()[:room] or self.propose(self.context(), room)
+                cids = [self.record(p) for p in proposals]  # all of a request recorded before any work
+                for cid in cids:
                     self.wait(cfg.execution.workers)
-                    self.advance(self.record(proposal))
+                    self.advance(cid)
             self.wait(1)
             self.store_noise()
             self.write_lessons()
@@ -521,11 +508,6 @@ def bounded(p: Proposal) -> Proposal:
 
 
 STAGE_WORDS = {"pilot": "one-seed pilot", "screen": "screening", "full": "promoted after screening", "extra": "extra seeds of a would-be best"}
-
-
-def screened_out(row: dict) -> bool:
-    """Whether successive halving stopped ``row`` after its screening seeds."""
-    return ((row.get("metrics") or {}).get("stage") or {}).get("outcome") == "screened out"
 
 
 def tags(row: dict) -> list[str]:
@@ -568,7 +550,7 @@ def summary(archive: Archive) -> dict:
 
     baselines = {r["name"]: {"status": r["status"], **numbers(r)} for r in rows if r["kind"] == "baseline"}
     board = archive.leaderboard()
-    best = next((r for r in board if r["kind"] == "candidate" and not screened_out(r)), None)
+    best = next((r for r in board if r["kind"] == "candidate" and not noise.screened_out(r)), None)
     return {"dir": str(archive.dir), "counts": archive.counts(),
             "fitness": {"function": function, "metric": metric,
                         "kl_budget": config.fitness.kl_budget if config else None,

@@ -127,6 +127,8 @@ TEMPLATES = (
     "training was interrupted {n} times (the process died each time); not retried",
     "failed validation",
     "computes the same function as #{n} {name}",
+    "near-duplicate of #{n} {name} before validation: the same code up to names, layout and constant "
+    "arithmetic, or the same values of f(z)",
     "trains like #{n} {name}: its one-seed pilot reproduced that row's training (metrics and margins equal); "
     "the other seeds were not spent",
     "computes the same function as #{n} {name} on the margins DPO's training visits (z = beta * rho from {n} to {n})",

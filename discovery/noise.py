@@ -234,6 +234,11 @@ def within_noise(diff: dict | None, noise: dict | None) -> bool | None:
     return False if known else None
 
 
+def screened_out(row: dict) -> bool:
+    """Whether successive halving stopped ``row`` after its screening seeds."""
+    return ((row.get("metrics") or {}).get("stage") or {}).get("outcome") == "screened out"
+
+
 def clearly_negative(diff: dict | None) -> bool:
     """Successive halving's test: the upper end of the interval is below 0 (no interval: not clear)."""
     return diff is not None and diff.get("hi") is not None and diff["hi"] < 0

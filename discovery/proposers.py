@@ -24,7 +24,7 @@ def _openai(config) -> Proposer:
 
 
 def _evolve(config) -> Proposer:
-    return EvolveProposer(seed=config.proposer.seed)
+    return EvolveProposer.from_config(config)
 
 
 PROPOSERS: Registry[Callable[..., Proposer]] = Registry("proposer")
