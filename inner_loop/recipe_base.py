@@ -238,7 +238,9 @@ class RecipeTask(Task):
         else:
             folder = Path(out_dir) / MODEL_SUBDIR if out_dir else Path(tempfile.mkdtemp(prefix="disco-policy-"))
         policy.config.use_cache = True  # gradient checkpointing turns it off; generation wants it
-        policy.save_pretrained(str(folder))
+        # after a multi-process run that sharded the weights, rank 0's policy carries the whole trained
+        # state dict (inner_loop.trainer.FULL_STATE_ATTR); otherwise the policy's own state is whole
+        policy.save_pretrained(str(folder), state_dict=getattr(policy, "disco_full_state_dict", None))
         self.tokenizer.save_pretrained(str(folder))
         tail = losses[-max(1, len(losses) // 10):] if losses else []
         return {"model_dir": str(folder.resolve()), "pairs": len(self.train_pairs),

@@ -332,6 +332,8 @@ def run_candidate(objective: Candidate | str, task: str = "synthetic", beta: flo
     losses = [float(x) for x in outcome.get("losses", [])][:1_000_000]
     common = dict(losses=losses, steps=int(outcome.get("steps") or 0), config=config,
                   step=outcome.get("step"), seconds=seconds, margins=clean_margins(outcome.get("margins")))
+    if mode == "none" and _rank() > 0:  # one of a multi-process run's other ranks: rank 0 scores and writes
+        return TrainResult(status=str(outcome.get("status")), reason=outcome.get("reason"), **common)
     metrics = None
     if outcome.get("status") == "done":
         t = time.perf_counter()
@@ -354,6 +356,13 @@ def run_candidate(objective: Candidate | str, task: str = "synthetic", beta: flo
             save_policy(policy, Path(out_dir) / WEIGHTS)
         _log_summary(Path(out_dir) / "train.log", result)
     return result
+
+
+def _rank() -> int:
+    """This process's rank in a multi-process run (torch.distributed initialised by the Trainer under
+    ``torchrun`` / ``accelerate launch``: :mod:`inner_loop.distributed`), else 0."""
+    dist = sys.modules.get("torch.distributed")  # not imported: no process group either
+    return dist.get_rank() if dist is not None and dist.is_available() and dist.is_initialized() else 0
 
 
 def _log_summary(path: Path, result: TrainResult) -> None:

@@ -62,7 +62,16 @@ pairs (summed log-probs, beta not applied), and quantiles over the whole run. Th
 copies of tensors the loss computes anyway (no extra forward pass), reduced once per step after the
 optimizer has stepped, so they change nothing in training (tests/inner_loop/test_margins.py).
 
-Precision and checkpointing are chosen per device (:func:`device_defaults`): on CPU fp32 without
+Multi-process runs (several ranks under ``torchrun`` or ``accelerate launch``:
+:mod:`inner_loop.distributed`) train exactly as one process would with the same global batch: each
+optimizer step's loss and margins are those of the global batch (:class:`_StepLosses` gathers every
+rank's share), TRL's reference log-probs are cached where every rank reads them
+(:meth:`ObjectiveDPOTrainer._precompute_ref_logps`), and after a run whose weights were sharded
+(DeepSpeed ZeRO-3, FSDP) the whole trained state dict is gathered onto rank 0's model
+(:data:`FULL_STATE_ATTR`, which :meth:`inner_loop.recipe_base.RecipeTask.score` saves from).
+
+Precision and checkpointing are chosen per device (:func:`device_defaults`; a model loaded in 16 bits,
+as a bf16 recipe loads its own, is cast to float32 in place when the run's precision is fp32): on CPU fp32 without
 gradient checkpointing (TRL's defaults, bf16 + checkpointing, cost 590 ms/step against 69 ms/step
 on a small model); on GPU bf16, with checkpointing only for models above ~1B parameters.
 """
@@ -98,6 +107,9 @@ REEXPORTED = (DIRECT_MAX_VOCAB, LOGPROB_PATHS, TrainResult, device_defaults)
 TRL_RANGE = (Version("1.16.0"), Version("1.17.0"))  # the internals below were read in this range
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")  # TRL's names, which every task writes
+# after a multi-process run that sharded the weights, rank 0's model carries the whole trained state dict
+# under this attribute (inner_loop.recipe_base.RecipeTask.score saves from it; it names it literally)
+FULL_STATE_ATTR = "disco_full_state_dict"
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +175,16 @@ class _StepLosses(TrainerCallback):
         self._pooled_n = 0
 
     def on_step_end(self, args, state, control, **kwargs):
-        micro = self.trainer._micro_losses
-        if micro:
-            self.losses.append(float(torch.stack(micro).mean()))
-            micro.clear()
-        rho = self.trainer._micro_margins
-        if rho:
-            flat = torch.cat(rho).double().cpu()
-            rho.clear()
+        micro, rho = self.trainer._micro_losses, self.trainer._micro_margins
+        loss = float(torch.stack(micro).mean()) if micro else None
+        flat = torch.cat(rho).double().cpu() if rho else None
+        micro.clear()
+        rho.clear()
+        if _world_size() > 1:  # each rank saw its share of the step's pairs: the step is all of them
+            loss, flat = _whole_step(loss, flat)
+        if loss is not None:
+            self.losses.append(loss)
+        if flat is not None:
             levels = torch.tensor(STEP_LEVELS, dtype=torch.float64)
             self.margins.append(torch.quantile(flat, levels).tolist())
             if self._pooled_n < MAX_POOLED:
@@ -180,6 +194,24 @@ class _StepLosses(TrainerCallback):
 
     def summary(self) -> dict:
         return margin_summary(self.margins, torch.cat(self._pooled) if self._pooled else None)
+
+
+def _world_size() -> int:
+    """The number of processes training together (1 unless torch.distributed is initialised)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _whole_step(loss: float | None, rho: torch.Tensor | None) -> tuple[float | None, torch.Tensor | None]:
+    """(the step's loss, its margins) over every rank's share of a multi-process step (a collective:
+    every rank calls it once per step). Equal shares (accelerate's even batches) make the mean of
+    the ranks' mean losses the mean over the global batch, as one process computes it."""
+    shares = [None] * _world_size()
+    torch.distributed.all_gather_object(shares, (loss, None if rho is None else rho.tolist()))
+    losses = [x for x, _ in shares if x is not None]
+    margins = [m for _, r in shares if r for m in r]
+    return (sum(losses) / len(losses) if losses else None,
+            torch.tensor(margins, dtype=torch.float64) if margins else None)
 
 
 class TimeLimitExceeded(RuntimeError):
@@ -228,7 +260,25 @@ class ObjectiveDPOTrainer(DPOTrainer):
     def _precompute_ref_logps(self, dataset, name, batch_size):
         if all(c in dataset.column_names for c in REF_COLUMNS):
             return dataset  # reference log-probs were computed once, before the campaign
+        if self.accelerator.num_processes > 1 and not dataset.cache_files:
+            dataset = self._shared_on_disk(dataset, name)
         return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    def _shared_on_disk(self, dataset, name: str):
+        """``dataset`` saved once by rank 0 in its output folder and read back by every rank. TRL
+        caches the reference log-probs in a file named beside the dataset's own files, which every
+        rank then reads; an in-memory dataset has none, so each rank would name its own random
+        temporary file and the ranks that did not write one fail. (One node: the ranks share /tmp.)"""
+        from pathlib import Path
+
+        from accelerate.utils import broadcast_object_list
+        from datasets import load_from_disk
+        folder = [str(Path(self.args.output_dir).resolve() / f"pairs-{name}")]
+        broadcast_object_list(folder, from_process=0)
+        if self.accelerator.is_main_process:
+            dataset.save_to_disk(folder[0])
+        self.accelerator.wait_for_everyone()
+        return load_from_disk(folder[0])
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.logprobs == "direct" and not return_outputs:
@@ -417,6 +467,8 @@ def train_objective(model, tokenizer, dataset: Dataset, objective: Objective, co
     between steps): those come back as ``status="failed"`` with a reason."""
     check_trl_version()
     config = config.resolved(model)
+    if config.precision == "fp32" and any(p.dtype != torch.float32 for p in model.parameters() if p.is_floating_point()):
+        model.float()  # fp32 trains fp32 weights (in place), also of a model loaded in 16 bits (a bf16 recipe's)
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -458,6 +510,8 @@ def _train(model, tokenizer, dataset, objective, config, output_dir, progress, t
             status, reason, step = "failed", f"out of memory: {str(err)[:200]}", trainer.state.global_step + 1
         finally:
             trainer._hook.remove()
+        if status == "done" and trainer.accelerator.num_processes > 1:
+            _gather_sharded_weights(trainer, model)
         seconds = time.perf_counter() - start
         losses = recorder.losses
         if status == "done" and not all(math.isfinite(x) for x in losses):  # belt and braces
@@ -466,6 +520,23 @@ def _train(model, tokenizer, dataset, objective, config, output_dir, progress, t
         return TrainOutcome(status=status, losses=losses, steps=trainer.state.global_step, seconds=seconds,
                             reason=reason, step=step, log_history=list(trainer.state.log_history),
                             margins=recorder.summary())
+
+
+def _gather_sharded_weights(trainer, model) -> None:
+    """After a multi-process run whose weights are sharded (DeepSpeed ZeRO-3, FSDP), the whole
+    trained state dict (gathered as ``Trainer.save_model`` gathers it; a collective: every rank
+    calls this) on rank 0's ``model`` as :data:`FULL_STATE_ATTR`. Replicated runs (DDP, ZeRO-1/2)
+    hold the whole weights in every rank's model already: nothing to do."""
+    if trainer.is_deepspeed_enabled:
+        if trainer.accelerator.state.deepspeed_plugin.zero_stage != 3:
+            return
+        state = trainer.accelerator.get_state_dict(trainer.deepspeed)
+    elif trainer.is_fsdp_enabled:
+        state = trainer.accelerator.get_state_dict(trainer.model)
+    else:
+        return
+    if trainer.accelerator.is_main_process:
+        setattr(model, FULL_STATE_ATTR, state)
 
 
 # -- the isolated job ---------------------------------------------------------------------------
