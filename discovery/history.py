@@ -192,9 +192,13 @@ def idea_of(e: Entry, limit: int = 80) -> str:
 
 
 def family(e: Entry) -> str:
-    """The family an entry belongs to: the first parent it was built on, else its name's first word."""
+    """The family an entry belongs to: the first parent it was built on; else, for an ``evolve``
+    name (``evo<k>_<operator>_<parent>``), its parent's short name; else its name's first word."""
     if e.parents:
         return str(e.parents[0])
+    m = re.fullmatch(r"evo\d+_[a-z]+_(\w+)", e.name or "")
+    if m:
+        return m.group(1)
     return re.split(r"[_\-]", e.name or "?", maxsplit=1)[0] or "?"
 
 

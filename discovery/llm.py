@@ -178,7 +178,7 @@ def _render(context: Context, limits: PromptLimits, reference, shown_code: set[i
         best=section(above, lambda e: entry(e, f"#{e.id} {e.name}")) if reference is not None else
         "(DPO has not finished yet: nothing to compare with)",
         parents=section(parents, lambda e: entry(e, f"#{e.id} {e.name}"
-                                                 + (f" (island {context.island})" if context.island is not None else ""))),
+                                                 + (f" (island {context.island + 1})" if context.island is not None else ""))),
         recent=section(recent, lambda e: entry(e, f"#{e.id} {e.name}") if e.id not in shown
                        else f"### #{e.id} {e.name}\n(shown above with its diagnostics and code)"),
         failures=section(failures, lambda e: prompts.render(
