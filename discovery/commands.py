@@ -20,12 +20,15 @@ from discovery.text import shown
 RUN_FLAGS = {"proposer": "proposer.name", "base_url": "proposer.base_url", "model": "proposer.model",
              "api_key_env": "proposer.api_key_env", "candidates": "candidates", "task": "training.task",
              "seeds": "training.seeds", "beta": "training.beta", "workers": "execution.workers",
-             "seed": "proposer.seed"}
+             "seed": "proposer.seed", "executor": "execution.executor", "ray_address": "execution.ray_address"}
 RESUME_FLAGS = {"candidates": "candidates", "workers": "execution.workers",
-                "base_url": "proposer.base_url", "model": "proposer.model"}
+                "base_url": "proposer.base_url", "model": "proposer.model",
+                "executor": "execution.executor", "ray_address": "execution.ray_address"}
 # what `disco resume --set` may change: whole sections (ending in ".") and settings that leave the rows
 # already trained comparable (not the task, seeds, fitness, ...: those need a new campaign)
 RESUME_SETTABLE = ("budget.", "prompt.", "candidates", "execution.workers", "execution.validate_timeout",
+                   "execution.executor", "execution.ray_address", "execution.storage",
+                   "execution.max_seed_attempts", "execution.num_cpus", "execution.num_gpus",
                    "proposer.base_url", "proposer.model", "proposer.api_key_env", "proposer.temperature",
                    "proposer.max_tokens", "proposer.request_timeout", "proposer.max_retries",
                    "proposer.retry_base_delay", "proposer.retry_max_delay")
@@ -48,6 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--beta", type=float, help="KL strength (default: the task's)")
     p.add_argument("--workers", type=int, metavar="N", help="candidates trained at once (default 1)")
     p.add_argument("--seed", type=int, help="the proposer's random seed (default 0)")
+    _executor_flags(p)
     p.add_argument("--max-steps", type=int, metavar="N",
                    help="optimizer steps per training run (default: the task's, one epoch); "
                         "sets training.overrides.max_steps")
@@ -66,12 +70,15 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="change the number of workers")
     p.add_argument("--base-url", help="the endpoint moved: use this one from now on")
     p.add_argument("--model", help="continue with another model name")
+    _executor_flags(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a budget cap or another setting that leaves the rows trained so far "
                         "comparable: budget.* (budget.max_tokens=200000, budget.max_cost=5, "
                         "budget.max_wall_seconds=7200, budget.max_train_seconds=3600, null: no cap; "
                         "budget.prices='{\"MODEL\": [USD per 1M prompt, per 1M completion tokens]}'), "
-                        "prompt.*, candidates, execution.workers, proposer endpoint settings; repeatable")
+                        "prompt.*, candidates, execution.workers, the executor's settings (execution.executor, "
+                        "ray_address, storage, max_seed_attempts, num_cpus, num_gpus), proposer endpoint "
+                        "settings; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines on stderr")
     p.set_defaults(func=_resume)
 
@@ -86,6 +93,31 @@ def register(subparsers) -> None:
     p.add_argument("candidate", help="candidate id (as in `disco status`) or name")
     p.add_argument("--json", action="store_true", help="print the archive row as JSON")
     p.set_defaults(func=_show)
+
+
+def _executor_flags(p) -> None:
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where training runs: local worker processes (the default) or a Ray cluster, each "
+                        "candidate-seed a Ray task (pip install 'disco-pop[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); implies --executor ray; "
+                        "without it --executor ray starts Ray on this machine")
+
+
+def executor_settings(args) -> dict:
+    """``--executor`` / ``--ray-address`` as settings: an address implies ``ray``; with ``local`` it
+    is a :class:`UserError`."""
+    from inner_loop.overrides import UserError
+    out = {}
+    if args.ray_address is not None:
+        if args.executor == "local":
+            raise UserError("--ray-address is the address of a Ray cluster: it goes with --executor ray, "
+                            "not --executor local")
+        out["execution.executor"] = "ray"
+        out["execution.ray_address"] = args.ray_address
+    if args.executor is not None:
+        out["execution.executor"] = args.executor
+    return out
 
 
 def say(text: str = "", file=None) -> None:
@@ -118,6 +150,7 @@ def _run(args) -> int:
     try:
         settings = nested_settings(load_yaml(args.config)) if args.config else {}
         flags = {key: getattr(args, flag) for flag, key in RUN_FLAGS.items() if getattr(args, flag) is not None}
+        flags.update(executor_settings(args))
         if args.max_steps is not None:
             flags["training.overrides.max_steps"] = args.max_steps
         flags.update(parse_sets(args.set))
@@ -149,8 +182,9 @@ def resume_changes(items) -> dict:
                    for s in RESUME_SETTABLE):
             raise UserError(f"disco resume --set cannot change {key!r}: the rows trained so far would not be "
                             f"comparable with new ones (start a new campaign with `disco run` for that); it "
-                            f"changes budget.*, prompt.*, candidates, execution.workers and the proposer's "
-                            f"endpoint settings")
+                            f"changes budget.*, prompt.*, candidates, execution.workers, the executor's settings "
+                            f"(execution.executor, ray_address, storage, max_seed_attempts, num_cpus, num_gpus) and "
+                            f"the proposer's endpoint settings")
     return changes
 
 
@@ -161,6 +195,7 @@ def _resume(args) -> int:
     changes = {key: getattr(args, flag) for flag, key in RESUME_FLAGS.items()
                if getattr(args, flag) is not None}
     try:
+        changes.update(executor_settings(args))
         changes.update(resume_changes(args.set))
         result = resume_campaign(args.dir, progress=not args.quiet, **changes)
     except ProposerError as err:

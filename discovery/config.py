@@ -7,7 +7,8 @@
     prompt     PromptLimits      how much of the archive one prompt shows
     training   TrainingConfig    the inner loop: task, seeds, beta, overrides, timeout, isolation
     fitness    FitnessConfig     how a trained candidate is scored (judge: JudgeConfig)
-    execution  ExecutionConfig   workers, validation timeout, inspection, deduplication
+    execution  ExecutionConfig   workers, validation timeout, inspection, deduplication,
+                                 the executor (local / ray) and its cluster settings
 
 YAML is nested the same way and read only at the edge (:func:`load_yaml`, for ``disco run
 --config``); flags and ``--set section.key=value`` win over the file. :meth:`CampaignConfig.from_dict`
@@ -29,7 +30,7 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
-from inner_loop.overrides import KINDS, UserError, check, check_seeds  # noqa: F401 - re-exported
+from inner_loop.overrides import UserError, check, check_seeds  # noqa: F401 - UserError re-exported
 
 log = logging.getLogger("discovery.config")
 
@@ -313,20 +314,44 @@ class FitnessConfig(_Section):
 
 @dataclasses.dataclass(frozen=True)
 class ExecutionConfig(_Section):
-    """How the campaign runs its steps."""
+    """How the campaign runs its steps, and where its training jobs run (:mod:`discovery.executors`)."""
 
     PREFIX: ClassVar[str] = "execution."
-    RANGES: ClassVar[dict] = {"workers": "int >= 1", "validate_timeout": "> 0"}
-    CHOICES: ClassVar[dict] = {"dedupe": ("function", "training")}
+    RANGES: ClassVar[dict] = {"workers": "int >= 1", "validate_timeout": "> 0", "max_seed_attempts": "int >= 1",
+                              "num_cpus": "> 0", "num_gpus": ">= 0"}
+    OPTIONAL: ClassVar[frozenset] = frozenset({"num_cpus", "num_gpus"})
+    CHOICES: ClassVar[dict] = {"dedupe": ("function", "training"), "executor": ("local", "ray")}
 
-    workers: int = 1                    # candidates trained at once (>1: one process each)
+    workers: int = 1                    # candidates trained at once (>1: one process each); with the ray
+                                        # executor at least as many as the cluster has room for
     validate_timeout: float = 20.0      # seconds for the sandbox validation of one candidate
     inspect: bool = True                # write plots + symbolic summary into each candidate folder
     dedupe: str = "training"            # skip a candidate that has the same "function" as an earlier
                                         # one, or the same "training" (gradients up to a factor > 0)
+    executor: str = "local"             # where training runs: "local" (worker processes here) or "ray"
+                                        # (each candidate-seed a Ray task; pip install 'disco-pop[ray]')
+    ray_address: str | None = None      # the Ray cluster to join ("auto", "HOST:PORT", "ray://..."); None:
+                                        # start a Ray instance on this machine
+    storage: str | None = None          # ray: where each seed's whole output folder is copied (a folder
+                                        # every node and this machine see, or an fsspec URL); None: only
+                                        # files up to 8 MiB come back into the campaign folder
+    max_seed_attempts: int = 3          # ray: starts of one seed when its worker process or node dies
+    num_cpus: float | None = None       # ray: CPUs per seed task; None: the task's (1)
+    num_gpus: float | None = None       # ray: GPUs per seed task; None: the task's (recipe:*: 1, else 0)
 
     def __post_init__(self):
+        for name in ("ray_address", "storage"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise UserError(f"{self.PREFIX}{name} must be a non-empty string or null, not {value!r}")
         self._check()
+
+    def seed_resources(self, task: str) -> dict:
+        """What one seed's Ray task asks for: ``num_cpus`` and ``num_gpus``, as set, else the task's
+        (the embedded tasks 1 CPU and no GPU; ``recipe:*`` tasks 1 CPU and 1 GPU)."""
+        gpus = 1.0 if str(task).startswith("recipe:") else 0.0
+        return {"num_cpus": float(1.0 if self.num_cpus is None else self.num_cpus),
+                "num_gpus": float(gpus if self.num_gpus is None else self.num_gpus)}
 
 
 @dataclasses.dataclass(frozen=True)
