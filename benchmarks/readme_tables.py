@@ -6,7 +6,7 @@ the default campaign's seeds and settings, and prints the Markdown table of the 
 its standard error over seeds), the paired-bootstrap 95% interval of its difference to the SFT
 model, and the paired interval of its difference to DPO. Same machinery as ``disco compare``.
 
-    .venv/bin/python benchmarks/readme_tables.py [--seeds 0 1 2 3 4] [--metric reward_gain]
+    .venv/bin/python benchmarks/readme_tables.py [--seeds 0 1 2 3 4] [--metric reward_gain] [--task keypoints]
 """
 
 from __future__ import annotations
@@ -35,18 +35,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=list(default.training.seeds))
     p.add_argument("--metric", default=default.fitness.metric)
+    p.add_argument("--task", default=default.training.task, help="the embedded task (default synthetic)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         flipped = Path(tmp) / "flipped_dpo.py"
         flipped.write_text(FLIPPED)
         objectives = {"dpo": "dpo", "ipo": "ipo", "lrml": "lrml", "flipped_dpo": flipped.read_text()}
-        settings = [Setting(seed=s) for s in args.seeds]
+        settings = [Setting(seed=s, task=args.task) for s in args.seeds]
         with quiet_libraries():
             runs = run_grid(objectives, settings, log=lambda line: print(line, file=sys.stderr))
     by = {label: [r for r in runs if r.objective == label] for label in objectives}
     m = args.metric
-    print(f"Produced by `.venv/bin/python benchmarks/readme_tables.py` ({len(args.seeds)} seeds: "
+    task = f" --task {args.task}" if args.task != default.training.task else ""
+    print(f"Produced by `.venv/bin/python benchmarks/readme_tables.py{task}` ({len(args.seeds)} seeds: "
           f"{' '.join(map(str, args.seeds))}; metric {m}; {time.perf_counter() - start:.0f} s):\n")
     print(f"| objective | {m}: mean ± se over {len(args.seeds)} seeds | 95% CI of the difference to SFT "
           f"| 95% CI of the difference to DPO |")
