@@ -64,7 +64,7 @@ import sys
 import time
 from pathlib import Path
 
-from discovery import budget, noise, pilot, steering, training
+from discovery import budget, executors, noise, pilot, steering, training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.lock import acquire, release
 from discovery.config import CampaignConfig, save_yaml
@@ -86,7 +86,7 @@ class Campaign:
     def __init__(self, archive: Archive, config: CampaignConfig, seams: Seams, proposer,
                  executor=None, progress: bool = True):
         self.archive, self.config, self.seams, self.proposer = archive, config, seams, proposer
-        self.executor = executor or training.LocalExecutor.for_config(config)
+        self.executor = executor or executors.make_executor(config)
         self.beta = config.training.beta if config.training.beta is not None else 0.1
         self.jobs: dict[int, object] = {}  # row id -> the executor's handle
         self.bar = None
@@ -201,7 +201,7 @@ class Campaign:
         spec = training.spec_for(self.candidate(row), folder, self.config, self.beta,
                                  train=importable_name(self.seams.train), seeds=todo,
                                  train_kwargs=self.seams.train_kwargs)
-        if self.config.execution.workers > 1:
+        if self.config.execution.workers > 1 or executors.remote(self.config):
             self.jobs[cid] = self.executor.submit(spec)
         else:
             self.finish(cid, training.train_seeds(spec, self.seams.train))
@@ -376,6 +376,10 @@ class Campaign:
             self.tick()
         return cid
 
+    def slots(self) -> int:
+        """Rows kept in flight: ``execution.workers`` here, the cluster's seed slots on Ray."""
+        return executors.rows_in_flight(self.executor, self.config)
+
     def wait(self, below: int) -> None:
         """Collect finished worker jobs until fewer than ``below`` are running."""
         while len(self.jobs) >= below and self.jobs:
@@ -457,15 +461,15 @@ class Campaign:
             log.warning("%s", unpriced)
         try:
             for row in a.rows(status=("proposed", "training")):  # baselines first, then leftovers
-                self.wait(cfg.execution.workers)
+                self.wait(self.slots())
                 if self.over_budget():
                     return summary(a)
                 self.advance(row["id"])
-            if cfg.execution.workers > 1:  # the proposer should see the baselines' fitness
+            if self.slots() > 1:  # the proposer should see the baselines' fitness
                 self.wait(1)
             self.store_noise()
             while a.count(kind="candidate") < cfg.candidates:
-                self.wait(cfg.execution.workers)
+                self.wait(self.slots())
                 if self.over_budget():
                     return summary(a)
                 self.write_lessons()
@@ -473,7 +477,7 @@ class Campaign:
                 proposals = self.sweeps()[:room] or self.propose(self.context(), room)
                 cids = [self.record(p) for p in proposals]  # all of a request recorded before any work
                 for cid in cids:
-                    self.wait(cfg.execution.workers)
+                    self.wait(self.slots())
                     self.advance(cid)
             self.wait(1)
             self.store_noise()
@@ -607,7 +611,7 @@ def prepare(config: CampaignConfig, seams: Seams | None) -> Seams:
     seams.check_config(config)
     if config.fitness.calibration:  # unreadable: one line, before anything is made
         noise.load_calibration(config.fitness.calibration, config.fitness.metric, len(config.training.seeds))
-    if config.execution.workers > 1:
+    if config.execution.workers > 1 or executors.remote(config):
         check_importable(seams.train, "train")
     return seams
 
