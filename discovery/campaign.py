@@ -67,7 +67,7 @@ from pathlib import Path
 from discovery import budget, executors, noise, pilot, steering, training
 from discovery.archive import FINAL, Archive, ArchiveError
 from discovery.lock import acquire, release
-from discovery.config import CampaignConfig, save_yaml
+from discovery.config import CampaignConfig, UserError, save_yaml
 from discovery.parsing import slug
 from discovery.proposal import Proposal
 from discovery.proposers import make_proposer
@@ -198,13 +198,20 @@ class Campaign:
         log.info("#%d %s: training on seeds %s%s (attempt %d)", cid, row["name"], todo,
                  "" if stage["name"] == "full" and not finished else f" ({STAGE_WORDS[stage['name']]})",
                  attempt - stage.get("attempts_before", 0))
+        train, train_kwargs = self.seams.train, dict(self.seams.train_kwargs)
+        n = self.config.training.gpus_per_candidate
+        if n > 1:  # each seed one N-process job (inner_loop.distributed), its own process group
+            from discovery.seams import import_name
+            train = import_name(DISTRIBUTED)
+            train_kwargs.update(nproc=n, drop_env=[self.config.proposer.api_key_env,
+                                                   self.config.fitness.judge.api_key_env])
         spec = training.spec_for(self.candidate(row), folder, self.config, self.beta,
-                                 train=importable_name(self.seams.train), seeds=todo,
-                                 train_kwargs=self.seams.train_kwargs)
+                                 train=importable_name(train) if n == 1 else DISTRIBUTED, seeds=todo,
+                                 train_kwargs=train_kwargs)
         if self.config.execution.workers > 1 or executors.remote(self.config):
             self.jobs[cid] = self.executor.submit(spec)
         else:
-            self.finish(cid, training.train_seeds(spec, self.seams.train))
+            self.finish(cid, training.train_seeds(spec, train))
 
     def finish(self, cid: int, results: list[dict]) -> None:
         """training -> done (with fitness) | failed (with the reason of the first failed seed), or
@@ -511,6 +518,7 @@ def bounded(p: Proposal) -> Proposal:
         prompt_tokens=count(p.prompt_tokens), completion_tokens=count(p.completion_tokens))
 
 
+DISTRIBUTED = "inner_loop.distributed:run_distributed"  # gpus_per_candidate > 1
 STAGE_WORDS = {"pilot": "one-seed pilot", "screen": "screening", "full": "promoted after screening", "extra": "extra seeds of a would-be best"}
 
 
@@ -613,6 +621,11 @@ def prepare(config: CampaignConfig, seams: Seams | None) -> Seams:
         noise.load_calibration(config.fitness.calibration, config.fitness.metric, len(config.training.seeds))
     if config.execution.workers > 1 or executors.remote(config):
         check_importable(seams.train, "train")
+    t = config.training
+    if t.gpus_per_candidate > 1 and t.isolation not in ("process", "none"):
+        raise UserError(f"training.gpus_per_candidate {t.gpus_per_candidate}: each seed runs as a multi-process "
+                        "job, which the sandbox cannot hold; the candidates' code would run in plain processes. "
+                        "Accept that with training.isolation: process (or none for reviewed code only)")
     return seams
 
 

@@ -180,7 +180,8 @@ class TrainingConfig(_Section):
 
     PREFIX: ClassVar[str] = "training."
     RANGES: ClassVar[dict] = {"beta": "> 0", "timeout": "> 0", "max_attempts": "int >= 1",
-                              "screen_seeds": "int >= 0", "best_extra_seeds": "int >= 0"}
+                              "screen_seeds": "int >= 0", "best_extra_seeds": "int >= 0",
+                              "gpus_per_candidate": "int >= 1"}
     OPTIONAL: ClassVar[frozenset] = frozenset({"beta"})
     CHOICES: ClassVar[dict] = {"isolation": ("auto", "none", "process", "sandbox")}
 
@@ -201,6 +202,9 @@ class TrainingConfig(_Section):
                                         # screening on the embedded task (benchmarks/halving.py)
     best_extra_seeds: int = 0           # a candidate that would become the best first trains this many
                                         # extra seeds (after the largest of seeds) and is scored on all
+    gpus_per_candidate: int = 1         # > 1: each seed of a recipe task trains as one N-process job
+                                        # (inner_loop.distributed: accelerate + the recipe's ZeRO-3 on
+                                        # GPUs; on Ray one task asking for N GPUs, so on one node)
 
     def screens(self) -> bool:
         """Whether candidates are screened: 0 < screen_seeds < the number of seeds."""
@@ -346,10 +350,10 @@ class ExecutionConfig(_Section):
                 raise UserError(f"{self.PREFIX}{name} must be a non-empty string or null, not {value!r}")
         self._check()
 
-    def seed_resources(self, task: str) -> dict:
+    def seed_resources(self, task: str, gpus_per_candidate: int = 1) -> dict:
         """What one seed's Ray task asks for: ``num_cpus`` and ``num_gpus``, as set, else the task's
-        (the embedded tasks 1 CPU and no GPU; ``recipe:*`` tasks 1 CPU and 1 GPU)."""
-        gpus = 1.0 if str(task).startswith("recipe:") else 0.0
+        (the embedded tasks 1 CPU and no GPU; ``recipe:*`` tasks 1 CPU and ``gpus_per_candidate`` GPUs)."""
+        gpus = float(gpus_per_candidate) if str(task).startswith("recipe:") else 0.0
         return {"num_cpus": float(1.0 if self.num_cpus is None else self.num_cpus),
                 "num_gpus": float(gpus if self.num_gpus is None else self.num_gpus)}
 

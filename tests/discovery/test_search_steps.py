@@ -127,3 +127,30 @@ def test_the_proposer_is_given_the_parents_selection_chose(tmp_path):
     baselines = {e.id for e in last.baselines}
     assert last.parents[0].id in own | baselines                       # the parent is from its island
     assert not math.isnan(last.parents[0].fitness)
+
+
+CALLS = []
+
+
+def fake_distributed(objective, *, nproc, drop_env=(), **kw):
+    """Stands in for inner_loop.distributed.run_distributed: records how it was called."""
+    CALLS.append({"nproc": nproc, "drop_env": list(drop_env), "isolation": kw.get("isolation")})
+    return campaign_fakes.train(objective, **kw)
+
+
+def test_gpus_per_candidate_trains_each_seed_as_one_multi_process_job(tmp_path, monkeypatch):
+    from discovery import campaign
+    from discovery.config import UserError
+    monkeypatch.setattr(campaign, "DISTRIBUTED", f"{__name__}:fake_distributed")
+    CALLS.clear()
+    config = fake_config(candidates=1, baselines=("dpo",), **{"training.gpus_per_candidate": 2,
+                                                              "training.isolation": "process"})
+    run_campaign(tmp_path / "c", config, proposer=Scripted([steep(3)]), progress=False)
+    assert CALLS and all(c["nproc"] == 2 and c["isolation"] == "process" for c in CALLS)
+    assert "OPENAI_API_KEY" in CALLS[0]["drop_env"]                     # the keys never reach the ranks
+    with Archive.open(tmp_path / "c") as a:
+        assert [r["status"] for r in a.rows()] == ["done", "done"]
+    # the sandbox cannot hold a multi-process job: the user must accept plain processes
+    with pytest.raises(UserError, match="training.isolation: process"):
+        run_campaign(tmp_path / "d", fake_config(**{"training.gpus_per_candidate": 2}),
+                     proposer=Scripted([steep(3)]), progress=False)
