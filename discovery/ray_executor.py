@@ -241,7 +241,8 @@ class RayExecutor:
     @classmethod
     def for_config(cls, config) -> "RayExecutor":
         e = config.execution
-        return cls(e.ray_address, **e.seed_resources(config.training.task), storage=e.storage,
+        t = config.training
+        return cls(e.ray_address, **e.seed_resources(t.task, t.gpus_per_candidate), storage=e.storage,
                    max_attempts=e.max_seed_attempts,
                    drop_env=(config.proposer.api_key_env, config.fitness.judge.api_key_env))
 

@@ -35,6 +35,7 @@ def test_execution_settings_and_flags():
     assert (e.executor, e.ray_address, e.storage, e.max_seed_attempts) == ("ray", None, "s3://bucket/runs", 3)
     assert e.seed_resources("synthetic") == {"num_cpus": 1.0, "num_gpus": 0.0}
     assert e.seed_resources("recipe:zephyr-gemma") == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert e.seed_resources("recipe:zephyr-gemma", 4) == {"num_cpus": 1.0, "num_gpus": 4.0}
     e = fake_config(**{"execution.num_cpus": 2, "execution.num_gpus": 0}).execution
     assert e.seed_resources("recipe:zephyr-gemma") == {"num_cpus": 2.0, "num_gpus": 0.0}
     for bad, words in [({"execution.executor": "slurm"}, "execution.executor must be one of local, ray"),
@@ -172,6 +173,10 @@ def test_seeds_are_ray_tasks_whose_results_and_small_files_come_back(cluster, tm
     assert executors.rows_in_flight(with_storage, fake_config(workers=5)) == 5
     with pytest.raises(UserError, match="no node of the Ray cluster has the 1 CPU and 1 GPU one seed asks for"):
         executor(num_gpus=1)
+    recipe = fake_config(**{"execution.executor": "ray", "training.task": "recipe:zephyr-gemma",
+                            "training.gpus_per_candidate": 4})  # a recipe seed: one task of N GPUs
+    with pytest.raises(UserError, match=r"the 1 CPU and 4 GPU one seed asks for .*execution.num_gpus"):
+        executors.make_executor(recipe)
     big = 9 * 2**20  # over the 8 MiB that come back through Ray
     a = with_storage.submit(spec(stored_row, [0, 1], markers=str(marks), sleep=1.0, big=big, env=SECRET))
     b = without.submit(spec(plain_row, [0], markers=str(marks), big=big, env="OPENAI_API_KEY"))
