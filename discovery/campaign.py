@@ -650,10 +650,11 @@ def run_campaign(directory, config: CampaignConfig, *, proposer=None, seams: Sea
                  executor=None, progress: bool = True) -> dict:
     """Start a campaign in ``directory`` (which must not hold one yet) and run it to the end.
     ``seams``: the functions it calls (default :meth:`Seams.default`); ``executor``: where workers
-    train (default :class:`~discovery.training.LocalExecutor`)."""
+    train (default: ``execution.executor``'s, :func:`discovery.executors.make_executor`)."""
     config = config.resolved()
     proposer = proposer or make_proposer(config)  # a missing key fails here, before DIR is made
     seams = prepare(config, seams)
+    executor = executor or executors.make_executor(config)  # Ray missing or unreachable: before DIR is made
     archive = Archive.create(directory, config.to_dict())
     return _drive(archive, _locked(archive), config, proposer, seams, executor, progress)
 
@@ -671,6 +672,7 @@ def resume_campaign(directory, *, proposer=None, seams: Seams | None = None, exe
         if changes:
             config = config.with_changes(changes)
         seams = prepare(config, seams)
+        executor = executor or executors.make_executor(config)
         if config.to_dict() != archive.config:
             archive.set_meta("config", config.to_dict())
     except BaseException:
