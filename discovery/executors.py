@@ -42,3 +42,15 @@ def rows_in_flight(executor, config) -> int:
     workers = config.execution.workers
     capacity = getattr(executor, "capacity", None)
     return workers if capacity is None else max(workers, capacity())
+
+
+def for_runs(kind: str, *, address: str | None = None, task: str = "synthetic", workers: int = 2):
+    """(executor, runs in flight) for evaluation's grids (``disco compare`` / ``heldout`` /
+    ``sweep`` with ``--executor``): ``local`` worker processes (``workers`` at once) or ``ray`` (the
+    cluster at ``address``, one seed slot per run), with ``task``'s resources."""
+    from discovery.config import CampaignConfig
+    config = CampaignConfig.from_dict({"training": {"task": task},
+                                       "execution": {"executor": kind, "ray_address": address,
+                                                     "workers": workers}}, warn=False)
+    executor = make_executor(config)
+    return executor, rows_in_flight(executor, config)

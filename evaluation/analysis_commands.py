@@ -14,8 +14,16 @@ RUNNER = None  # None: inner_loop.runner.run_candidate; tests put a fake here
 DEFAULT_SEEDS = (0, 1, 2)
 
 
-def _runner_kwargs(args) -> dict:
-    return {"isolation": args.isolation, "timeout": args.timeout}
+def _runner_kwargs(args, task: str = "synthetic") -> dict:
+    """What run_grid passes on: isolation and timeout, and with ``--executor`` the executor (local
+    worker processes or a Ray cluster) and how many runs it keeps in flight."""
+    kwargs = {"isolation": args.isolation, "timeout": args.timeout}
+    kind = getattr(args, "executor", None) or ("ray" if getattr(args, "ray_address", None) else None)
+    if kind:
+        from discovery.executors import for_runs
+        kwargs["executor"], kwargs["in_flight"] = for_runs(kind, address=getattr(args, "ray_address", None),
+                                                           task=task, workers=args.workers)
+    return kwargs
 
 
 def check_args(args, *, betas=(), beta_flag="--beta", seeds=None, task=None, overrides=()) -> None:
@@ -86,6 +94,11 @@ def _common(p: argparse.ArgumentParser, *, seeds=True, boot=True) -> None:
     p.add_argument("--isolation", default="auto", choices=("auto", "none", "process", "sandbox"),
                    help="how run_candidate isolates candidate code (default: auto)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per training run (default: 600)")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="run the trainings as jobs: local worker processes (--workers at once) or Ray tasks "
+                        "(default: one after another in this process)")
+    p.add_argument("--ray-address", default=None, help="the Ray cluster for --executor ray (default: start one here)")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes at once (default: 2)")
     if boot:
         p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap replicates (default: 10000)")
     p.add_argument("--quiet", action="store_true",
@@ -124,7 +137,7 @@ def cmd_compare(args) -> int:
     settings = [Setting(seed=s, task=args.task, beta=args.beta, overrides=overrides) for s in args.seeds]
     with _quiet(args):
         runs = run_grid(objectives, settings, runner=RUNNER, out_dir=args.out, log=_logger(args),
-                        **_runner_kwargs(args))
+                        **_runner_kwargs(args, args.task))
     table = summarise(runs, args.metric, baselines=args.baselines, n_boot=args.n_boot)
     result = jsonable({"command": "compare", "settings": [s.to_dict() for s in settings],
                        "table": table.to_dict(), "runs": [r.to_dict() for r in runs]})

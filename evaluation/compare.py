@@ -195,10 +195,19 @@ def run_folder(setting: Setting, limit: int = 120) -> str:
     return f"{name[:limit - 17]}-{hashlib.sha256(setting.key.encode()).hexdigest()[:16]}"
 
 
+RUN_CANDIDATE = "inner_loop.runner:run_candidate"
+
+
 def run_grid(objectives: dict[str, str], settings: Sequence[Setting], *, runner: Runner | None = None,
              out_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
-             **runner_kwargs) -> list[Run]:
-    """Every objective ({label: spec}) on every setting, setting by setting (seeds outermost)."""
+             executor=None, in_flight: int = 1, train: str = RUN_CANDIDATE, **runner_kwargs) -> list[Run]:
+    """Every objective ({label: spec}) on every setting, setting by setting (seeds outermost).
+    With ``executor`` (:func:`discovery.executors.make_executor`'s: local worker processes or Ray),
+    each run is a job submitted to it, ``in_flight`` at once, the function named ``train`` doing the
+    work (see :func:`run_grid_on`); otherwise ``runner`` runs them here, one after another."""
+    if executor is not None:
+        return run_grid_on(executor, objectives, settings, out_dir=out_dir, log=log, in_flight=in_flight,
+                           train=train, **runner_kwargs)
     runner = runner or default_runner()
     runs = []
     strata = list(dict.fromkeys(s.stratum for s in settings))
@@ -218,6 +227,51 @@ def run_grid(objectives: dict[str, str], settings: Sequence[Setting], *, runner:
                 log(f"{label:>14} {where}: {shown} ({run.seconds:.0f}s)")
             runs.append(run)
     return runs
+
+
+def run_grid_on(executor, objectives: dict[str, str], settings: Sequence[Setting], *, out_dir=None, log=None,
+                in_flight: int = 1, train: str = RUN_CANDIDATE, isolation: str = "auto",
+                timeout: float = 600.0) -> list[Run]:
+    """:func:`run_grid` through an executor (the campaign's seam, :class:`objectives.launcher.Executor`):
+    each (objective, setting) is one job of one seed, at most ``in_flight`` submitted at once; its
+    output lands in ``<run folder>/seed-<k>/`` (the worker's layout); the runs come back in grid
+    order. A job that fails or dies is that run's typed failure."""
+    import tempfile
+    jobs = [(setting, label, spec) for setting in settings for label, spec in objectives.items()]
+    scratch = None if out_dir is not None else tempfile.mkdtemp(prefix="disco-grid-")
+    root = Path(out_dir if out_dir is not None else scratch)
+    results: dict[int, Run] = {}
+    running: dict[int, tuple] = {}
+    nxt = 0
+    while len(results) < len(jobs):
+        while nxt < len(jobs) and len(running) < max(1, in_flight):
+            setting, label, spec = jobs[nxt]
+            folder = root / "runs" / label / run_folder(setting)
+            folder.mkdir(parents=True, exist_ok=True)
+            job = {"objective": spec, "kind": None, "task": setting.task, "beta": setting.beta,
+                   "seeds": [setting.seed], "timeout": timeout, "isolation": isolation,
+                   "overrides": dict(setting.overrides), "train": train, "train_kwargs": {}, "folder": str(folder)}
+            running[nxt] = (executor.submit(job), time.perf_counter())
+            nxt += 1
+        for i, (handle, start) in list(running.items()):
+            out = executor.poll(handle)
+            if out is None:
+                continue
+            del running[i]
+            setting, label, _ = jobs[i]
+            d = out[0] if out else {"status": "failed", "reason": "the job produced no result"}
+            seconds = d.get("seconds")
+            seconds = seconds.get("total") if isinstance(seconds, dict) else seconds
+            results[i] = Run(label, setting, d.get("status", "failed"), d.get("reason"), dict(d.get("metrics") or {}),
+                             float(seconds or time.perf_counter() - start))
+            if log:
+                r = results[i]
+                log(f"{label:>14} {setting.key}: " + ("failed: " + (r.reason or "?") if r.status != "done" else
+                                                     ", ".join(f"{k}={r.metrics[k]:.4g}" for k in ("reward", "kl", "win_rate")
+                                                               if isinstance(r.metrics.get(k), (int, float)))))
+        if running and len(results) < len(jobs):
+            time.sleep(0.1)
+    return [results[i] for i in range(len(jobs))]
 
 
 def resolve_objectives(items: Sequence[str], *, baselines: Sequence[str] = BASELINES) -> dict[str, str]:

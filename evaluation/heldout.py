@@ -181,6 +181,9 @@ def evaluate_heldout(directory: str | Path, *, top: int = 3, tasks: Sequence[str
         objectives[b] = b
 
     out = Path(directory)
+    if runner_kwargs.get("executor") is not None and any(s.task in POST_RUN_JUDGES for s in settings):
+        raise HeldoutError("a judged task (recipe:tldr) runs in this process, not through --executor: "
+                           "drop --executor, or judge the runs afterwards with `disco eval tldr`")
     runner = with_judges(runner, settings, judge, judge_cache or out / "heldout" / JUDGE_CACHE)
     runs = run_grid(objectives, settings, runner=runner, out_dir=out / "heldout", log=log, **runner_kwargs)
     labels = [c["label"] for c in candidates]  # the family corrected for multiplicity: the top K, not the baselines

@@ -107,3 +107,6 @@ def make_campaign(directory, config=CONFIG):
                 a.update(cid, status=status, reason="non-finite loss", metrics=summarise(
                     [{"seed": seeds[0], "status": "failed", "reason": "non-finite loss", "metrics": {}}]))
     return directory
+
+
+FAKE_RUNNER = FakeRunner(per_prompt=8)  # by name, "tests.evaluation.fakes:FAKE_RUNNER", for executor workers
