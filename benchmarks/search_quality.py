@@ -169,11 +169,32 @@ def main(argv=None) -> int:
           f"{fmt(stats['random']['value']):>10}")
     print(f"{'best beat DPO in the search':<40} {stats['islands']['claims']:>10} {stats['random']['claims']:>10}")
     print(f"{'... and survived held out':<40} {stats['islands']['survived']:>10} {stats['random']['survived']:>10}")
+    print(f"islands - random, held-out diff of the best to DPO: {difference_text(rows)}")
     a, b = stats["islands"]["value"], stats["random"]["value"]
     ratio = a / b if a is not None and b is not None and b > 0 else float("nan")
     print(f"ratio = mean held-out {METRIC} of the islands arm's bests / the random arm's")
     print(f"ratio: {ratio:.2f}")
     return 0
+
+
+def difference_text(rows: list[dict]) -> str:
+    """The islands arm's mean held-out difference to DPO minus the random arm's, with a 95% Welch
+    t-interval over campaigns (each campaign one unit: its best's mean over the held-out seeds)."""
+    import math
+
+    from scipy.stats import t
+    x = [r["heldout_diff"] for r in rows if r["arm"] == "islands" and r["heldout_diff"] is not None]
+    y = [r["heldout_diff"] for r in rows if r["arm"] == "random" and r["heldout_diff"] is not None]
+    if len(x) < 2 or len(y) < 2:
+        return "n/a (fewer than 2 campaigns in an arm)"
+    vx, vy = statistics.variance(x) / len(x), statistics.variance(y) / len(y)
+    d, se = statistics.fmean(x) - statistics.fmean(y), math.sqrt(vx + vy)
+    if se == 0:
+        return f"{d:+.4f} (no spread between campaigns: no interval)"
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    half = float(t.ppf(0.975, df)) * se
+    return (f"{d:+.4f} [{d - half:+.4f}, {d + half:+.4f}] (95% Welch t-interval over {len(x)} + {len(y)} "
+            f"campaigns, df {df:.1f})")
 
 
 if __name__ == "__main__":
