@@ -450,7 +450,9 @@ def format_table(table: Table, digits: int = 3) -> str:
     null = NULL_VALUE.get(table.metric)
     head = ["objective", "runs", f"{table.metric} mean ± se over runs"]
     if null is not None:
-        head.append(f"- {null} (SFT) [95% CI]")
+        judged = table.settings and all(str(k).startswith("recipe:tldr") for k in table.settings)
+        what = "a tie with the human summary" if judged and table.metric == "win_rate" else "SFT"
+        head.append(f"- {null} ({what}) [95% CI]")
     head += [f"- {b} [95% CI]" for b in table.baselines]
     lines = []
     pairings = set()

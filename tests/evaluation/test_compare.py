@@ -198,3 +198,11 @@ def test_every_plus_minus_and_interval_in_the_table_says_what_it_is():
     assert row["vs_null"]["what"].startswith("95% paired percentile bootstrap CI over 3 paired seed/setting units")
     one = summarise(run_grid({"dpo": "dpo"}, settings([0]), runner=FakeRunner()), "win_rate", baselines=())
     assert one.to_dict()["rows"][0]["se_what"] is None  # one run: no seed-level ± and no words for one
+
+
+def test_on_tldr_a_win_rate_of_one_half_is_a_tie_with_the_human_summary_not_the_sft_model():
+    runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1], task="recipe:tldr"), runner=FakeRunner())
+    head = format_table(summarise(runs, "win_rate")).splitlines()[0]
+    assert "- 0.5 (a tie with the human summary)" in head and "(SFT)" not in head
+    runs = run_grid({"dpo": "dpo", "good": GOOD}, settings([0, 1]), runner=FakeRunner())
+    assert "- 0.5 (SFT)" in format_table(summarise(runs, "win_rate")).splitlines()[0]
