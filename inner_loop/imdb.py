@@ -251,15 +251,9 @@ class ImdbTask(RecipeTask):
     def texts(self, completions, prompts=None) -> list[str]:
         """The decoded prompt + completion of each completion (prompt-major over the held-out
         prompts when ``prompts`` is None)."""
+        from inner_loop.sampling import prompts_of
         completions = [list(map(int, c)) for c in completions]
-        if prompts is None:
-            n = len(self.heldout_prompts)
-            if not n or len(completions) % n:
-                raise ValueError(f"{len(completions)} completions are not k per held-out prompt ({n})")
-            k = len(completions) // n
-            prompts = [self.heldout_prompts[i // k] for i in range(len(completions))]
-        if len(prompts) != len(completions):
-            raise ValueError("one prompt per completion")
+        prompts = prompts_of(completions, self.heldout_prompts, prompts)
         return [self.tokenizer.decode(list(p) + c, skip_special_tokens=True) for p, c in zip(prompts, completions)]
 
     def gold_reward(self, completions, prompts=None):

@@ -47,6 +47,7 @@ from inner_loop.keypoints_language import (BOS, BUILD_VERSION, EOS, MARK, PAD, T
                                            keypoint_reward, keys_of, prompt_items, prompt_words, sft_completion,
                                            vocabulary)
 from inner_loop.local_task import LocalTask, build_cached
+from inner_loop.sampling import prompts_of
 
 
 class KeypointsTask(LocalTask):
@@ -65,14 +66,7 @@ class KeypointsTask(LocalTask):
         """r(y | x) per completion; ``prompts`` (one per completion) default to the held-out prompts,
         each repeated for its samples in prompt-major order."""
         completions = [list(map(int, c)) for c in completions]
-        if prompts is None:
-            n = len(self.heldout_prompts)
-            if not n or len(completions) % n:
-                raise ValueError(f"{len(completions)} completions are not k per held-out prompt ({n})")
-            k = len(completions) // n
-            prompts = [self.heldout_prompts[i // k] for i in range(len(completions))]
-        if len(prompts) != len(completions):
-            raise ValueError("one prompt per completion")
+        prompts = prompts_of(completions, self.heldout_prompts, prompts)
         return torch.tensor([keypoint_reward(c, keys_of(p, self.mark_id), self.eos_token_id,
                                              self.config.length_penalty) for p, c in zip(prompts, completions)])
 

@@ -148,3 +148,18 @@ def completion_logps(model, prompts: Sequence[Sequence[int]], completions: Seque
         picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
         sums[rows] = (picked * m).sum(-1)
     return sums
+
+
+def prompts_of(completions, heldout_prompts, prompts=None) -> list:
+    """One prompt per completion: ``prompts`` as given, else ``heldout_prompts`` in the prompt-major
+    order :func:`sample_completions` draws (completion ``i`` of ``k`` per prompt belongs to prompt
+    ``i // k``). A count that does not fit raises ``ValueError``."""
+    if prompts is None:
+        n = len(heldout_prompts)
+        if not n or len(completions) % n:
+            raise ValueError(f"{len(completions)} completions are not k per held-out prompt ({n})")
+        k = len(completions) // n
+        prompts = [heldout_prompts[i // k] for i in range(len(completions))]
+    if len(prompts) != len(completions):
+        raise ValueError("one prompt per completion")
+    return list(prompts)

@@ -15,29 +15,13 @@ import campaign_fakes
 from campaign_fakes import fake_config
 from discovery.archive import Archive
 from discovery.campaign import run_campaign
-from discovery.proposal import Proposal
+from test_campaign import Scripted, steep
 
 # DPO but flat below z = -1.5: the (fake) fingerprint's grid reaches there, training (here) does not
 CLAMPED_DPO = "def clamped(rho, beta):\n    return F.softplus(-torch.clamp(beta * rho, min=-1.5))\n"
 
 
-def steep(k):
-    return f"def steep(rho, beta):\n    return -F.logsigmoid({k} * beta * rho)\n"
-
-
 FAKE_TRAIN = campaign_fakes.train
-
-
-class Scripted:
-    name = "scripted"
-
-    def __init__(self, codes):
-        self.codes, self.contexts = list(codes), []
-
-    def propose(self, context):
-        self.contexts.append(context)
-        k = len(self.contexts)
-        return Proposal(thought=f"idea {k}", name=f"s{k}", code=self.codes[k - 1], proposer=self.name)
 
 
 def train_with_margins(objective, task="synthetic", beta=None, seed=0, out_dir=None, **kw):
