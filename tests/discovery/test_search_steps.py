@@ -123,9 +123,9 @@ def fake_distributed(objective, *, nproc, drop_env=(), **kw):
 
 
 def test_gpus_per_candidate_trains_each_seed_as_one_multi_process_job(tmp_path, monkeypatch):
-    from discovery import campaign
+    from discovery import stages
     from discovery.config import UserError
-    monkeypatch.setattr(campaign, "DISTRIBUTED", f"{__name__}:fake_distributed")
+    monkeypatch.setattr(stages, "DISTRIBUTED", f"{__name__}:fake_distributed")
     CALLS.clear()
     config = fake_config(candidates=1, baselines=("dpo",), **{"training.gpus_per_candidate": 2,
                                                               "training.isolation": "process"})
